@@ -1,0 +1,1 @@
+"""Grading, metrics with uncertainty and code-behaviour analyses over run records."""

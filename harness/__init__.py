@@ -1,0 +1,1 @@
+"""The engine: sandboxed interpreter, tool-integrated rollouts, generation backends, run store, CLI."""

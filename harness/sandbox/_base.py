@@ -1,0 +1,70 @@
+"""The sandbox interface every implementation provides, and the registry users plug into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from ._records import ExecResult
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (cannot start, spawn or reach its server); not a cell's error."""
+
+
+@runtime_checkable
+class KernelSession(Protocol):
+    """One trajectory's stateful interpreter: variables, imports and functions persist across cells."""
+
+    async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult: ...
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """Runs model-written code. `session()` is stateful (one per trajectory), `run_code` is not."""
+
+    isolated: bool
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Sandbox: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def session(self) -> AbstractAsyncContextManager[KernelSession]: ...
+
+    async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult: ...
+
+
+SandboxFactory = Callable[..., Sandbox]
+_REGISTRY: dict[str, SandboxFactory] = {}
+
+
+def register_sandbox(name: str) -> Callable[[SandboxFactory], SandboxFactory]:
+    """Register a sandbox implementation under `name` (usable as `--sandbox name`)."""
+
+    def decorate(factory: SandboxFactory) -> SandboxFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def sandbox_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_sandbox(name: str = "local", **kwargs: Any) -> Sandbox:
+    """Build a registered sandbox, e.g. `get_sandbox("remote", url="http://127.0.0.1:8080")`."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise SandboxError(f"unknown sandbox {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _load_builtins() -> None:
+    from . import _local, client  # noqa: F401 - importing registers them

@@ -1,0 +1,54 @@
+"""Sandbox settings. Defaults are the CoRT evaluation protocol's plus safe resource limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Imported once in the pre-forked parent so a cell's `import sympy` costs a dict lookup.
+DEFAULT_PRELOAD = (
+    "math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "random",
+    "re", "statistics", "numpy", "sympy", "rdkit.Chem", "rdkit.Chem.Descriptors",
+)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How cells run. Every field can be set from the CLI or a run config.
+
+    Attributes:
+        timeout_s: wall-clock limit per cell (protocol: 30 s at evaluation, 5 s in RL).
+        kill_grace_s: after the in-cell timeout fires, how long the kernel gets to come back
+            before the whole kernel (and everything it started) is killed and restarted.
+        memory_mb: address-space limit of a kernel (RLIMIT_AS).
+        max_processes: processes and threads per kernel (RLIMIT_NPROC; root is exempt from it,
+            so each kernel is also capped by its own PID namespace's pid_max, about 300).
+        max_file_mb: largest file a cell may write (RLIMIT_FSIZE).
+        max_open_files: RLIMIT_NOFILE.
+        scratch_mb: size of the private tmpfs that is the kernel's working directory and /tmp.
+        output_head / output_tail: protocol truncation of the text the model sees (400 + 400).
+        record_chars: how much stdout/stderr each record keeps (head and tail each).
+        echo_last_expression: Jupyter-style echo of a cell's last expression (CoRT: off).
+        isolation: "auto" uses namespaces where the kernel allows them and warns once, loudly,
+            where it does not; "namespaces" fails instead; "none" only applies rlimits.
+        warm_kernels: pre-started idle kernels, so a new trajectory starts without waiting.
+        max_concurrent_cells: cells executing at once across all kernels (CPU-bound work).
+        preload: modules imported once in the parent of all kernels (missing ones are skipped).
+    """
+
+    timeout_s: float = 30.0
+    kill_grace_s: float = 2.0
+    memory_mb: int = 4096
+    max_processes: int = 64
+    max_file_mb: int = 64
+    max_open_files: int = 256
+    scratch_mb: int = 256
+    output_head: int = 400
+    output_tail: int = 400
+    record_chars: int = 16384
+    echo_last_expression: bool = False
+    isolation: Literal["auto", "namespaces", "none"] = "auto"
+    warm_kernels: int = 4
+    max_concurrent_cells: int = field(default_factory=lambda: os.cpu_count() or 2)
+    preload: tuple[str, ...] = DEFAULT_PRELOAD

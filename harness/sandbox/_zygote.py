@@ -1,0 +1,211 @@
+"""The zygote: a pre-loaded parent that forks one isolated kernel per trajectory.
+
+Started by the harness with a scrubbed environment. It imports the common modules once, then
+serves spawn requests on a SEQPACKET control socket. For each kernel it forks an intermediate
+process that enters fresh namespaces and forks the kernel itself as PID 1 of a new PID namespace,
+so killing the kernel kills everything the kernel started. Each process dies with its parent.
+
+    harness --ctl--> zygote --fork--> keeper (new user/mount/net/ipc/uts ns) --fork--> kernel (PID 1)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+
+from . import _isolation
+from ._kernel import Kernel
+
+EXIT_SETUP_FAILED = 70
+
+
+def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
+    """In the kernel process: seal it off, then limit it. Order matters: mounts need privileges."""
+    _isolation.set_parent_death_signal()
+    os.setsid()
+    if isolated:
+        _isolation.seal_filesystem(int(config["scratch_mb"]))
+        _isolation.drop_privileges()
+    os.chdir(scratch)
+    _isolation.apply_rlimits(
+        memory_mb=int(config["memory_mb"]),
+        max_processes=int(config["max_processes"]),
+        max_file_mb=int(config["max_file_mb"]),
+        max_open_files=int(config["max_open_files"]),
+    )
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # input() fails at once instead of hanging
+    os.close(devnull)
+
+
+def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.socket, pid_pipe: int) -> None:
+    """The intermediate process: enter namespaces, fork the kernel, wait for it, mirror its end."""
+    _isolation.set_parent_death_signal()
+    if isolated:
+        _isolation.enter_kernel_namespaces()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(pid_pipe)
+            _setup_kernel(config, isolated, scratch)
+            kernel = Kernel(kernel_sock, config)
+        except BaseException:  # noqa: BLE001 - report and leave; the harness sees EOF
+            traceback.print_exc()
+            os._exit(EXIT_SETUP_FAILED)
+        kernel.serve()
+        os._exit(0)
+    os.write(pid_pipe, str(pid).encode())
+    os.close(pid_pipe)
+    kernel_sock.close()
+    _, status = os.waitpid(pid, 0)
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status) & 0x7F)
+
+
+def probe_isolation(config: dict) -> str | None:
+    """Try the full kernel setup once in a throwaway process; None if it works, else why not."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        try:
+            _isolation.enter_kernel_namespaces()
+            inner = os.fork()
+            if inner == 0:
+                try:
+                    _isolation.seal_filesystem(16)
+                    _isolation.drop_privileges()
+                    os._exit(0)
+                except BaseException as exc:  # noqa: BLE001
+                    os.write(writer, str(exc).encode()[:500])
+                    os._exit(1)
+            _, status = os.waitpid(inner, 0)
+            os._exit(0 if status == 0 else 1)
+        except BaseException as exc:  # noqa: BLE001
+            os.write(writer, str(exc).encode()[:500])
+            os._exit(1)
+    os.close(writer)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(reader, "rb") as fh:
+        reason = fh.read().decode(errors="replace")
+    return None if status == 0 else (reason or f"namespace setup exited with status {status}")
+
+
+def _close_fds_except(*keep: int) -> None:
+    """A kernel must hold no descriptor of the zygote (control socket, wake-up pipe, ...)."""
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Zygote:
+    def __init__(self, ctl: socket.socket) -> None:
+        self.ctl = ctl
+        self.keepers: dict[int, tuple[int, str | None]] = {}  # keeper pid -> (kernel id, scratch to delete)
+        self.config: dict = {}
+        self.isolated = False
+
+    def start(self) -> None:
+        self.config = json.loads(self.ctl.recv(1 << 16))
+        preloaded = []
+        for name in self.config["preload"]:
+            try:
+                importlib.import_module(name)
+                preloaded.append(name)
+            except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
+                pass
+        reason = None
+        if self.config["isolation"] != "none":
+            reason = probe_isolation(self.config)
+            self.isolated = reason is None
+        self._send({"ready": True, "isolated": self.isolated, "reason": reason, "preloaded": preloaded})
+
+    def _send(self, message: dict, fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(self.ctl, [data], fds)
+        else:
+            self.ctl.send(data)
+
+    def spawn(self, kernel_id: int) -> None:
+        parent_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        scratch = None if self.isolated else tempfile.mkdtemp(prefix="cortbench-kernel-")
+        reader, writer = os.pipe()
+        keeper = os.fork()
+        if keeper == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _close_fds_except(kernel_end.fileno(), writer)
+                _keeper(self.config, self.isolated, scratch or "/tmp", kernel_end, writer)
+            finally:
+                os._exit(EXIT_SETUP_FAILED)
+        kernel_end.close()
+        os.close(writer)
+        pid = int(os.read(reader, 32) or 0)
+        os.close(reader)
+        self.keepers[keeper] = (kernel_id, scratch)
+        self._send({"spawned": kernel_id, "pid": pid, "keeper": keeper}, [parent_end.fileno()])
+        parent_end.close()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            kernel_id, scratch = self.keepers.pop(pid, (None, None))
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+            if kernel_id is not None:
+                code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+                self._send({"exited": kernel_id, "code": code})
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        while True:
+            ready, _, _ = select.select([self.ctl, wake_r], [], [])
+            if wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+                self.reap()
+            if self.ctl in ready:
+                data = self.ctl.recv(1 << 16)
+                if not data:
+                    return  # the harness is gone: exiting kills every kernel (parent-death signals)
+                request = json.loads(data)
+                if "spawn" in request:
+                    self.spawn(int(request["spawn"]))
+
+
+def main() -> None:
+    _isolation.set_parent_death_signal()
+    if os.getppid() != int(os.environ.get("CORTBENCH_HARNESS_PID", os.getppid())):
+        sys.exit(1)  # the harness died before we set the signal
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    zygote = Zygote(ctl)
+    zygote.start()
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

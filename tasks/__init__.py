@@ -1,0 +1,1 @@
+"""Benchmark definitions, data loading, prompts and protocol defaults (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""SFT, RFT, RL and Hint-Engineering data synthesis on TRL."""
