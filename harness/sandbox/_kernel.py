@@ -211,6 +211,7 @@ class Kernel:
         self.echo = bool(config["echo_last_expression"])
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.cells = 0
+        self.pid = os.getpid()
         fd_dir = os.getcwd()
         self.fd_out = _FdCapture(1, os.path.join(fd_dir, ".cortbench-stdout"), self.keep)
         self.fd_err = _FdCapture(2, os.path.join(fd_dir, ".cortbench-stderr"), self.keep)
@@ -275,6 +276,8 @@ class Kernel:
         return self._reply(status, error_name, tb, out, err, threads_before, duration)
 
     def _reply(self, status, error_name, tb, out, err, threads_before, duration) -> dict[str, Any]:
+        if os.getpid() != self.pid:  # a child the cell forked fell through to here: it must not reply
+            os._exit(0)
         try:
             sys.__stdout__.flush()
             sys.__stderr__.flush()

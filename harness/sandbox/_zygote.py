@@ -112,7 +112,7 @@ def _close_fds_except(*keep: int) -> None:
 class Zygote:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
-        self.keepers: dict[int, tuple[int, str | None]] = {}  # keeper pid -> (kernel id, scratch to delete)
+        self.keepers: dict[int, tuple[int, int, str | None]] = {}  # keeper pid -> (kernel id, kernel pid, scratch)
         self.config: dict = {}
         self.isolated = False
 
@@ -155,7 +155,7 @@ class Zygote:
         os.close(writer)
         pid = int(os.read(reader, 32) or 0)
         os.close(reader)
-        self.keepers[keeper] = (kernel_id, scratch)
+        self.keepers[keeper] = (kernel_id, pid, scratch)
         self._send({"spawned": kernel_id, "pid": pid, "keeper": keeper}, [parent_end.fileno()])
         parent_end.close()
 
@@ -167,12 +167,29 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            kernel_id, scratch = self.keepers.pop(pid, (None, None))
+            kernel_id, _, scratch = self.keepers.pop(pid, (None, None, None))
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
             if kernel_id is not None:
                 code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
                 self._send({"exited": kernel_id, "code": code})
+
+    def shutdown(self) -> None:
+        """The harness is gone or done: kill every kernel with everything it started, delete scratch."""
+        for keeper, (_, pid, _) in list(self.keepers.items()):
+            for send, target in ((os.killpg, pid), (os.kill, pid), (os.kill, keeper)):
+                try:
+                    send(target, signal.SIGKILL)
+                except OSError:
+                    pass
+        for keeper, (_, _, scratch) in list(self.keepers.items()):
+            try:
+                os.waitpid(keeper, 0)
+            except ChildProcessError:
+                pass
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+        self.keepers.clear()
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -191,7 +208,8 @@ class Zygote:
             if self.ctl in ready:
                 data = self.ctl.recv(1 << 16)
                 if not data:
-                    return  # the harness is gone: exiting kills every kernel (parent-death signals)
+                    self.shutdown()
+                    return
                 request = json.loads(data)
                 if "spawn" in request:
                     self.spawn(int(request["spawn"]))
@@ -203,8 +221,11 @@ def main() -> None:
         sys.exit(1)  # the harness died before we set the signal
     ctl = socket.socket(fileno=int(sys.argv[1]))
     zygote = Zygote(ctl)
-    zygote.start()
-    zygote.serve()
+    try:
+        zygote.start()
+        zygote.serve()
+    except (ConnectionError, EOFError):
+        zygote.shutdown()  # the harness went away
 
 
 if __name__ == "__main__":
