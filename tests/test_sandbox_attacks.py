@@ -1,5 +1,6 @@
 """Hostile cells, each in a bounded form: the harness survives, nothing escapes, the model is told."""
 
+import asyncio
 import os
 import socket
 import threading
@@ -10,22 +11,35 @@ import pytest
 from cortbench.harness.sandbox import STATE_LOST_TEXT, ExecStatus, LocalSandbox, SandboxConfig
 
 
-def _zygote_family() -> int:
-    """Processes on the host that descend from a sandbox zygote (its kernels and their children)."""
-    count = 0
+def _cell_processes(sandbox) -> list[int]:
+    """Host processes started by cells: descendants of the zygote below its keepers and kernels."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    count += b"sandbox._zygote" in fh.read()
-            except OSError:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    parents[int(entry)] = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 pass
-    return count
+
+    def depth(pid: int) -> int:
+        for level in range(1, 64):
+            pid = parents.get(pid, 0)
+            if pid == sandbox._zygote.pid:
+                return level
+            if pid <= 1:
+                return 0
+        return 0
+
+    return [pid for pid in parents if depth(pid) >= 3]  # zygote -> keeper (1) -> kernel (2) -> cell's (3+)
 
 
-def _at_most_pool(sandbox) -> int:
-    """The zygote plus a keeper and a kernel for each warm kernel and one being torn down."""
-    return 1 + 2 * (sandbox.config.warm_kernels + 1)
+async def _no_cell_processes_left(sandbox) -> bool:
+    for _ in range(100):
+        if not _cell_processes(sandbox):
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 async def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
@@ -38,21 +52,23 @@ async def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
     )
     async with sandbox.session() as k:
         result = await k.run(code)
+        cleaned = await _no_cell_processes_left(sandbox)  # while the kernel itself lives on
         after = await k.run("print(kids + 1)")
     assert result.output.startswith("200")
     assert "200 background process(es)" in result.output
+    assert cleaned
     assert after.output == "201"  # state survived the cleanup
-    assert _zygote_family() <= _at_most_pool(sandbox)
 
 
 async def test_unbounded_fork_bomb_hits_the_process_cap(sandbox):
     code = "import os\nn = 0\nwhile True:\n    os.fork()\n    n += 1"
     async with sandbox.session() as k:
         result = await k.run(code, timeout=20)
+        cleaned = await _no_cell_processes_left(sandbox)
         ok = await k.run("print('alive')")
     assert result.status in (ExecStatus.ERROR, ExecStatus.MEMORY, ExecStatus.TIMEOUT, ExecStatus.KILLED)
+    assert cleaned
     assert ok.output.endswith("alive")
-    assert _zygote_family() <= _at_most_pool(sandbox)
 
 
 async def test_memory_bomb_raises_memory_error_and_keeps_state(sandbox):

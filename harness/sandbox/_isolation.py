@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import pwd
 import resource
 import signal
 
@@ -24,6 +25,11 @@ KERNEL_NAMESPACES = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | 
 
 MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x2000, 0x4000, 0x40000
 SAFE_DEVICES = ("null", "zero", "full", "random", "urandom")
+HOME_CREDENTIALS = (
+    ".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".config/gcloud", ".cache/huggingface",
+    ".huggingface", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".config/gh",
+)
+SYSTEM_CREDENTIALS = ("/etc/shadow", "/etc/gshadow", "/etc/ssh")
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the syscall table unification)
@@ -68,21 +74,33 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
-def seal_filesystem(scratch_mb: int) -> None:
-    """Make every mount read-only, give the kernel private tmpfs mounts at /tmp and /dev/shm, and
-    replace /dev by a minimal one (null, zero, full, random, urandom): a read-only mount does not
-    stop writes to device nodes, and uid 0 of the namespace owns the host's disks.
+def _mask_credentials() -> None:
+    """Hide well-known credential files: the kernel's uid 0 is the host's owner of root's files."""
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    for path in [*(os.path.join(home, p) for p in HOME_CREDENTIALS), *SYSTEM_CREDENTIALS]:
+        if os.path.isdir(path) and not os.path.islink(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=000")
+        elif os.path.isfile(path) and not os.path.islink(path):
+            _mount("/dev/null", path, None, MS_BIND)
 
+
+def seal_filesystem(scratch: str, scratch_mb: int) -> None:
+    """Make every mount read-only, mount a private tmpfs on the kernel's scratch directory, hide
+    credentials, and replace /dev by a minimal one (null, zero, full, random, urandom): a
+    read-only mount does not stop writes to device nodes, and uid 0 here owns the host's disks.
+
+    The host's /tmp stays visible (read-only): Python installations and checkouts may live there.
     Must run as PID 1 of the new PID namespace (so the new /proc shows only the kernel's processes).
     """
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mask_credentials()
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
     _check(
         _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
         "mount_setattr(/, read-only, recursive)",
     )
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
-    staging = "/tmp/.dev"
+    _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
+    staging = os.path.join(scratch, ".dev")
     os.mkdir(staging)
     for name in SAFE_DEVICES:
         open(f"{staging}/{name}", "w").close()

@@ -19,7 +19,7 @@ from typing import Any
 from . import _wire
 from ._base import SandboxError, register_sandbox
 from ._config import SandboxConfig
-from ._records import STATE_LOST_TEXT, TIMEOUT_TEXT, ExecResult, ExecStatus, truncate_middle
+from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
 
 log = logging.getLogger("cortbench.sandbox")
 _warned_unisolated = False
@@ -123,14 +123,6 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         mark_restarted(result)
         if status == "ok":
             result.status = ExecStatus.KERNEL_RESTARTED
-    return result
-
-
-def mark_restarted(result: ExecResult) -> ExecResult:
-    """The kernel behind this result is gone: say so to the model, once."""
-    if not result.kernel_restarted:
-        result.kernel_restarted = True
-        result.output = f"{result.output}\n{STATE_LOST_TEXT}" if result.output else STATE_LOST_TEXT
     return result
 
 
@@ -247,6 +239,13 @@ class LocalSandbox:
         self._zygote: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future | None = None
         self._dead: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the sandbox cannot run cells (not started, zygote died, closed); None when it can."""
+        if self._ctl is None and self._dead is None:
+            return "not started"
+        return self._dead
 
     async def __aenter__(self) -> LocalSandbox:
         await self.start()

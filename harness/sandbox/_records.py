@@ -60,6 +60,14 @@ class ExecResult:
         return cls(**known)
 
 
+def mark_restarted(result: ExecResult) -> ExecResult:
+    """The kernel behind this result is gone: say so to the model, once."""
+    if not result.kernel_restarted:
+        result.kernel_restarted = True
+        result.output = f"{result.output}\n{STATE_LOST_TEXT}" if result.output else STATE_LOST_TEXT
+    return result
+
+
 def truncate_middle(text: str, head: int = 400, tail: int = 400) -> tuple[str, bool]:
     """CoRT's truncation: keep the first `head` and last `tail` characters around "..."."""
     if head < 0 or tail < 0 or len(text) <= head + tail:

@@ -32,9 +32,10 @@ def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
     _isolation.set_parent_death_signal()
     os.setsid()
     if isolated:
-        _isolation.seal_filesystem(int(config["scratch_mb"]))
+        _isolation.seal_filesystem(scratch, int(config["scratch_mb"]))
         _isolation.drop_privileges()
     os.chdir(scratch)
+    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
     _isolation.apply_rlimits(
         memory_mb=int(config["memory_mb"]),
         max_processes=int(config["max_processes"]),
@@ -71,6 +72,14 @@ def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.sock
 
 def probe_isolation(config: dict) -> str | None:
     """Try the full kernel setup once in a throwaway process; None if it works, else why not."""
+    scratch = tempfile.mkdtemp(prefix="cortbench-probe-")
+    try:
+        return _probe(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _probe(scratch: str) -> str | None:
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -80,7 +89,7 @@ def probe_isolation(config: dict) -> str | None:
             inner = os.fork()
             if inner == 0:
                 try:
-                    _isolation.seal_filesystem(16)
+                    _isolation.seal_filesystem(scratch, 16)
                     _isolation.drop_privileges()
                     os._exit(0)
                 except BaseException as exc:  # noqa: BLE001
@@ -140,7 +149,7 @@ class Zygote:
 
     def spawn(self, kernel_id: int) -> None:
         parent_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        scratch = None if self.isolated else tempfile.mkdtemp(prefix="cortbench-kernel-")
+        scratch = tempfile.mkdtemp(prefix="cortbench-kernel-")  # a private tmpfs covers it when isolated
         reader, writer = os.pipe()
         keeper = os.fork()
         if keeper == 0:
@@ -148,7 +157,7 @@ class Zygote:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _close_fds_except(kernel_end.fileno(), writer)
-                _keeper(self.config, self.isolated, scratch or "/tmp", kernel_end, writer)
+                _keeper(self.config, self.isolated, scratch, kernel_end, writer)
             finally:
                 os._exit(EXIT_SETUP_FAILED)
         kernel_end.close()

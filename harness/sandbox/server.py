@@ -312,27 +312,31 @@ class _BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._reject(send)
         received = 0
-        started = False
+        started = overflow = False
 
         async def limited_receive() -> dict:
-            nonlocal received
+            nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    overflow = True
                     raise _BodyLimit.TooLarge
             return message
 
         async def tracking_send(message: dict) -> None:
             nonlocal started
+            if overflow and not started:
+                return  # whatever the app answers to a cut-off body (FastAPI: 400), it gets a 413
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyLimit.TooLarge:
-            if not started:
-                await self._reject(send)
+            pass
+        if overflow and not started:
+            await self._reject(send)
 
 
 # ----------------------------------------------------------------------------- app
@@ -388,9 +392,8 @@ def create_app(
     async def health(request: Request) -> Health:
         state = _state(request)
         sandbox = state.sandbox
-        down = getattr(sandbox, "_dead", None)  # LocalSandbox has no public liveness flag (yet)
         return Health(
-            status="down" if down else "ok", isolated=sandbox.isolated, isolation_problem=sandbox.isolation_problem,
+            status="down" if sandbox.problem else "ok", isolated=sandbox.isolated, isolation_problem=sandbox.isolation_problem,
             sessions=len(state.sessions), max_sessions=state.max_sessions, running=state.running,
             queued=state.queued, max_concurrency=state.concurrency, session_ttl_s=state.ttl,
             timeout_s=config.timeout_s, preloaded=list(sandbox.preloaded), version=_version(),
@@ -425,6 +428,9 @@ def create_app(
         sid = uuid.uuid4().hex
         context = state.sandbox.session()
         kernel = await context.__aenter__()  # the kernel process itself starts with the first cell
+        if len(state.sessions) >= state.max_sessions:  # others got in while we awaited
+            await context.__aexit__(None, None, None)
+            raise HTTPException(429, f"too many sessions (limit {state.max_sessions})", headers={"Retry-After": "1"})
         state.sessions[sid] = _Session(sid, context, kernel)
         return SessionCreated(session_id=sid)
 
