@@ -22,7 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-sandbox_app = typer.Typer(help="The sandboxed, stateful Python interpreter: run cells, check isolation, serve over HTTP.", no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="The sandboxed, stateful Python interpreter: run cells, check isolation, serve over HTTP.",
+    no_args_is_help=True,
+)
 app.add_typer(sandbox_app, name="sandbox")
 console = Console()
 err_console = Console(stderr=True)
@@ -39,7 +42,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    _: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """cortbench: evaluate and train models that reason with a Python interpreter."""
 
@@ -94,10 +99,14 @@ def sandbox_demo(timeout: Timeout = 30.0) -> None:
 
 @sandbox_app.command("exec")
 def sandbox_exec(
-    files: Annotated[list[Path], typer.Argument(help="Cells to run in order in one kernel; '-' reads one cell from stdin.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Cells to run in order in one kernel; '-' reads one cell from stdin.")
+    ],
     timeout: Timeout = 30.0,
     memory_mb: MemoryMB = 4096,
-    echo: Annotated[bool, typer.Option(help="Jupyter-style: print the value of each cell's last expression.")] = False,
+    echo: Annotated[
+        bool, typer.Option(help="Jupyter-style: print the value of each cell's last expression.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON record per cell instead.")] = False,
 ) -> None:
     """Run cells in one stateful, sandboxed kernel, as the rollout loop does."""
@@ -111,7 +120,9 @@ def sandbox_exec(
             _fail(f"cannot read {path}: {exc.strerror}")
 
     async def go() -> None:
-        config = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, echo_last_expression=echo, warm_kernels=0)
+        config = SandboxConfig(
+            timeout_s=timeout, memory_mb=memory_mb, echo_last_expression=echo, warm_kernels=0
+        )
         async with LocalSandbox(config) as sandbox, sandbox.session() as kernel:
             for i, code in enumerate(cells, 1):
                 result = await kernel.run(code)
@@ -130,7 +141,9 @@ def sandbox_check() -> None:
     async def go() -> None:
         async with LocalSandbox(SandboxConfig(warm_kernels=0)) as sandbox:
             if sandbox.isolated:
-                console.print("[green]isolation: namespaces[/] (user, PID, mount, network, IPC, UTS), read-only filesystem, no capabilities")
+                console.print(
+                    "[green]isolation: namespaces[/] (user, PID, mount, network, IPC, UTS), read-only filesystem, no capabilities"
+                )
             else:
                 console.print(f"[bold red]isolation: rlimits only[/] ({sandbox.isolation_problem})")
             console.print(f"preloaded: {', '.join(sandbox.preloaded)}")
@@ -146,7 +159,9 @@ def sandbox_serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     timeout: Timeout = 30.0,
     memory_mb: MemoryMB = 4096,
-    max_concurrency: Annotated[int | None, typer.Option(help="Cells executing at once (default: CPU count).")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(help="Cells executing at once (default: CPU count).")
+    ] = None,
     max_sessions: Annotated[int, typer.Option(help="Stateful sessions alive at once.")] = 1024,
     session_ttl: Annotated[float, typer.Option(help="Seconds an idle session lives.")] = 600.0,
 ) -> None:
@@ -155,7 +170,14 @@ def sandbox_serve(
 
     config = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb)
     try:
-        serve(host, port, config, max_sessions=max_sessions, session_ttl_s=session_ttl, max_concurrency=max_concurrency)
+        serve(
+            host,
+            port,
+            config,
+            max_sessions=max_sessions,
+            session_ttl_s=session_ttl,
+            max_concurrency=max_concurrency,
+        )
     except SandboxError as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -103,7 +103,9 @@ async def test_loop_that_ignores_the_timeout_signal_is_killed_and_restarted(sand
 
 
 async def test_stdout_from_fd_and_children_is_captured(sandbox):
-    code = "import os, subprocess, sys\nos.write(1, b'raw\\n')\nsubprocess.run(['echo', 'child'])\nprint('py')"
+    code = (
+        "import os, subprocess, sys\nos.write(1, b'raw\\n')\nsubprocess.run(['echo', 'child'])\nprint('py')"
+    )
     result = await sandbox.run_code(code)
     assert result.status == ExecStatus.OK
     assert set(result.output.split()) == {"raw", "child", "py"}

@@ -114,7 +114,9 @@ async def test_os_exit_is_reported_as_exit_not_timeout(sandbox):
 
 
 async def test_killing_the_parent_cannot_reach_the_harness(sandbox):
-    result = await sandbox.run_code("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)\nprint('still here')")
+    result = await sandbox.run_code(
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)\nprint('still here')"
+    )
     assert os.getpid() > 0  # we are alive to assert
     assert result.status in (ExecStatus.OK, ExecStatus.KILLED, ExecStatus.ERROR)
     later = await sandbox.run_code("print(1)")
@@ -122,7 +124,9 @@ async def test_killing_the_parent_cannot_reach_the_harness(sandbox):
 
 
 async def test_harness_processes_are_invisible(sandbox):
-    result = await sandbox.run_code("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
+    result = await sandbox.run_code(
+        "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+    )
     assert result.output == "[1]"
 
 
@@ -137,7 +141,9 @@ async def test_background_subprocess_is_killed(sandbox):
 async def test_background_thread_forces_a_restart(sandbox):
     async with sandbox.session() as k:
         await k.run("x = 1")
-        result = await k.run("import threading, time\nthreading.Thread(target=time.sleep, args=(100,), daemon=True).start()\nprint('ok')")
+        result = await k.run(
+            "import threading, time\nthreading.Thread(target=time.sleep, args=(100,), daemon=True).start()\nprint('ok')"
+        )
         after = await k.run("print(x)")
     assert result.status == ExecStatus.KERNEL_RESTARTED and result.kernel_restarted
     assert result.output.startswith("ok") and result.output.endswith(STATE_LOST_TEXT)
@@ -149,7 +155,9 @@ async def test_nothing_outside_scratch_changes(sandbox):
     code = f"open({str(sentinel)!r}, 'w').write('escaped')"
     result = await sandbox.run_code(code)
     etc = await sandbox.run_code("import os\nos.remove('/etc/hostname')")
-    local = await sandbox.run_code("open('scratch.txt', 'w').write('fine')\nprint(open('scratch.txt').read())")
+    local = await sandbox.run_code(
+        "open('scratch.txt', 'w').write('fine')\nprint(open('scratch.txt').read())"
+    )
     assert result.status == ExecStatus.ERROR and "Read-only file system" in result.output
     assert not sentinel.exists()
     assert etc.status == ExecStatus.ERROR and os.path.exists("/etc/hostname")
@@ -177,7 +185,9 @@ async def test_loopback_is_unreachable(sandbox):
 
     thread = threading.Thread(target=accept)
     thread.start()
-    result = await sandbox.run_code(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+    result = await sandbox.run_code(
+        f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)"
+    )
     thread.join()
     server.close()
     assert result.status == ExecStatus.ERROR
@@ -217,3 +227,19 @@ async def test_without_namespaces_limits_and_cleanup_still_apply(isolation):
         assert "were killed" in procs.output
     assert where.startswith("/tmp/cortbench-kernel-")
     assert not os.path.exists(where)  # the scratch dir is deleted with the kernel
+
+
+async def test_credential_files_are_masked(sandbox):
+    result = await sandbox.run_code("print(repr(open('/etc/shadow').read()))")
+    assert result.output == "''"
+
+
+async def test_scratch_dir_is_private_and_deleted(sandbox):
+    async with sandbox.session() as k:
+        where = (await k.run("import os\nopen('f.txt', 'w').write('x')\nprint(os.getcwd())")).output
+        assert os.listdir(where) == []  # the kernel's files live in its own tmpfs
+    for _ in range(100):
+        if not os.path.exists(where):
+            break
+        await asyncio.sleep(0.02)
+    assert not os.path.exists(where)

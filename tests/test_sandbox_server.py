@@ -110,12 +110,16 @@ def test_run_code_has_sandboxfusion_shape(server):
     assert run["stderr"].rstrip().endswith("ZeroDivisionError: division by zero")
     assert failed["cortbench"]["error_name"] == "ZeroDivisionError"
 
-    slow = httpx.post(f"{server}/run_code", json={"code": "while True: pass", "language": "python", "run_timeout": 1}).json()
+    slow = httpx.post(
+        f"{server}/run_code", json={"code": "while True: pass", "language": "python", "run_timeout": 1}
+    ).json()
     assert slow["status"] == "Failed" and slow["run_result"]["status"] == "TimeLimitExceeded"
     assert slow["run_result"]["return_code"] is None and slow["cortbench"]["output"] == TIMEOUT_TEXT
 
     cpp = httpx.post(f"{server}/run_code", json={"code": "int main(){}", "language": "cpp"}).json()
-    assert cpp["status"] == "SandboxError" and "only runs Python" in cpp["message"] and cpp["run_result"] is None
+    assert (
+        cpp["status"] == "SandboxError" and "only runs Python" in cpp["message"] and cpp["run_result"] is None
+    )
 
 
 def test_run_code_stdin_files_and_fetch(server):
@@ -137,7 +141,12 @@ def test_oversized_requests_get_413(server):
     finally:
         httpx.delete(f"{server}/sessions/{sid}")
     huge = b'{"code": "' + b"a" * (17 << 20) + b'"}'
-    assert httpx.post(f"{server}/run_code", content=huge, headers={"content-type": "application/json"}).status_code == 413
+    assert (
+        httpx.post(
+            f"{server}/run_code", content=huge, headers={"content-type": "application/json"}
+        ).status_code
+        == 413
+    )
 
 
 def test_unknown_session_is_404(server):

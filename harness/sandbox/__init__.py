@@ -14,7 +14,18 @@ from ._local import LocalSandbox
 from ._records import STATE_LOST_TEXT, TIMEOUT_TEXT, ExecResult, ExecStatus, truncate_middle
 
 __all__ = [
-    "DEFAULT_PRELOAD", "ExecResult", "ExecStatus", "KernelSession", "LocalSandbox", "STATE_LOST_TEXT",
-    "Sandbox", "SandboxConfig", "SandboxError", "TIMEOUT_TEXT", "get_sandbox", "register_sandbox",
-    "sandbox_names", "truncate_middle",
+    "DEFAULT_PRELOAD",
+    "ExecResult",
+    "ExecStatus",
+    "KernelSession",
+    "LocalSandbox",
+    "STATE_LOST_TEXT",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxError",
+    "TIMEOUT_TEXT",
+    "get_sandbox",
+    "register_sandbox",
+    "sandbox_names",
+    "truncate_middle",
 ]

@@ -17,7 +17,9 @@ class SandboxError(RuntimeError):
 class KernelSession(Protocol):
     """One trajectory's stateful interpreter: variables, imports and functions persist across cells."""
 
-    async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult: ...
+    async def run(
+        self, code: str, *, timeout: float | None = None, echo: bool | None = None
+    ) -> ExecResult: ...
 
 
 @runtime_checkable

@@ -8,8 +8,20 @@ from typing import Literal
 
 # Imported once in the pre-forked parent so a cell's `import sympy` costs a dict lookup.
 DEFAULT_PRELOAD = (
-    "math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "random",
-    "re", "statistics", "numpy", "sympy", "rdkit.Chem", "rdkit.Chem.Descriptors",
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "itertools",
+    "functools",
+    "collections",
+    "random",
+    "re",
+    "statistics",
+    "numpy",
+    "sympy",
+    "rdkit.Chem",
+    "rdkit.Chem.Descriptors",
 )
 
 

@@ -26,8 +26,20 @@ KERNEL_NAMESPACES = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | 
 MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x2000, 0x4000, 0x40000
 SAFE_DEVICES = ("null", "zero", "full", "random", "urandom")
 HOME_CREDENTIALS = (
-    ".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".config/gcloud", ".cache/huggingface",
-    ".huggingface", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".config/gh",
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".config/gcloud",
+    ".cache/huggingface",
+    ".huggingface",
+    ".netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".npmrc",
+    ".config/gh",
 )
 SYSTEM_CREDENTIALS = ("/etc/shadow", "/etc/gshadow", "/etc/ssh")
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
@@ -71,7 +83,10 @@ class _MountAttr(ctypes.Structure):
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
 
 
 def _mask_credentials() -> None:
@@ -96,7 +111,9 @@ def seal_filesystem(scratch: str, scratch_mb: int) -> None:
     _mask_credentials()
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
     _check(
-        _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
+        _libc.syscall(
+            SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
+        ),
         "mount_setattr(/, read-only, recursive)",
     )
     _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
@@ -111,7 +128,12 @@ def seal_filesystem(scratch: str, scratch_mb: int) -> None:
         _mount(f"{staging}/{name}", f"/dev/{name}", None, MS_MOVE)
         os.unlink(f"{staging}/{name}")
     os.rmdir(staging)
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for link, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"/dev/{link}")
     os.mkdir("/dev/shm")
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")

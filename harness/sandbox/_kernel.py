@@ -63,7 +63,11 @@ class CappedText:
 
     def to_wire(self) -> dict[str, Any]:
         tail = "".join(self.tail)
-        return {"head": "".join(self.head), "tail": tail[-self.keep :] if self.keep else "", "total": self.total}
+        return {
+            "head": "".join(self.head),
+            "tail": tail[-self.keep :] if self.keep else "",
+            "total": self.total,
+        }
 
 
 class _Stream:

@@ -101,9 +101,13 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         text, truncated = truncate_middle((tb or "").strip(), config.output_head, config.output_tail)
     notes = []
     if procs:
-        notes.append(f"[{procs} background process(es) started by this code were still running and were killed.]")
+        notes.append(
+            f"[{procs} background process(es) started by this code were still running and were killed.]"
+        )
     if threads:
-        notes.append("[Threads started by this code were still running when it finished; background threads are not supported.]")
+        notes.append(
+            "[Threads started by this code were still running when it finished; background threads are not supported.]"
+        )
     result = ExecResult(
         status=ExecStatus(status),
         output="\n".join([text, *notes]) if notes else text,
@@ -112,7 +116,9 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         error_name=error_name,
         error=tb,
         duration_s=duration,
-        peak_memory_mb=round(reply.get("maxrss_kb", 0) / 1024, 1) if isinstance(reply.get("maxrss_kb"), int) else None,
+        peak_memory_mb=round(reply.get("maxrss_kb", 0) / 1024, 1)
+        if isinstance(reply.get("maxrss_kb"), int)
+        else None,
         stdout_chars=out[2],
         truncated=truncated,
         notes=notes,
@@ -139,14 +145,22 @@ def death_result(exit_code: int | None, duration: float, by_timeout: bool) -> Ex
         status, name = ExecStatus.KILLED, "KernelExited"
         why = f"KernelDied: the Python kernel process exited with code {exit_code} (os._exit or a similar call)."
     else:
-        status, name, why = ExecStatus.KILLED, "KernelDied", "KernelDied: the Python kernel stopped responding."
-    return mark_restarted(ExecResult(status=status, output=why, error_name=name, error=why, duration_s=duration))
+        status, name, why = (
+            ExecStatus.KILLED,
+            "KernelDied",
+            "KernelDied: the Python kernel stopped responding.",
+        )
+    return mark_restarted(
+        ExecResult(status=status, output=why, error_name=name, error=why, duration_s=duration)
+    )
 
 
 class _KernelProcess:
     """The harness's handle on one kernel process (PID 1 of its namespace when isolated)."""
 
-    def __init__(self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, isolated: bool):
+    def __init__(
+        self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, isolated: bool
+    ):
         self.kid, self.pid, self.isolated = kid, pid, isolated
         self.reader, self.writer = reader, writer
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -192,7 +206,11 @@ class LocalKernelSession:
             if self._proc is None:
                 self._proc = await self._sandbox._acquire()
             proc = self._proc
-            request = {"code": code, "timeout": timeout, "echo": config.echo_last_expression if echo is None else echo}
+            request = {
+                "code": code,
+                "timeout": timeout,
+                "echo": config.echo_last_expression if echo is None else echo,
+            }
             start = time.perf_counter()
             try:
                 reply = await proc.execute(request, timeout + config.kill_grace_s)
@@ -274,7 +292,11 @@ class LocalSandbox:
         except (TimeoutError, SandboxError) as exc:
             await self.close()
             raise SandboxError(f"the sandbox's zygote process did not start: {exc}") from None
-        self.isolated, self.isolation_problem, self.preloaded = ready["isolated"], ready["reason"], ready["preloaded"]
+        self.isolated, self.isolation_problem, self.preloaded = (
+            ready["isolated"],
+            ready["reason"],
+            ready["preloaded"],
+        )
         if not self.isolated:
             self._report_unisolated()
         self._refill()
@@ -337,7 +359,9 @@ class LocalSandbox:
         self._pending[kid] = future
         await asyncio.get_running_loop().sock_sendall(self._ctl, json.dumps({"spawn": kid}).encode())
         message, fd = await future
-        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd), limit=_wire.MAX_FRAME)
+        reader, writer = await asyncio.open_unix_connection(
+            sock=socket.socket(fileno=fd), limit=_wire.MAX_FRAME
+        )
         proc = _KernelProcess(kid, int(message["pid"]), reader, writer, self.isolated)
         self._kernels[kid] = proc
         try:

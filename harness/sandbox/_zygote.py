@@ -121,7 +121,9 @@ def _close_fds_except(*keep: int) -> None:
 class Zygote:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
-        self.keepers: dict[int, tuple[int, int, str | None]] = {}  # keeper pid -> (kernel id, kernel pid, scratch)
+        self.keepers: dict[
+            int, tuple[int, int, str | None]
+        ] = {}  # keeper pid -> (kernel id, kernel pid, scratch)
         self.config: dict = {}
         self.isolated = False
 

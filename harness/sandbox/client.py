@@ -100,7 +100,9 @@ class _HttpClient:
         """Send with retries. `idempotent`: also retry on any transport error, 429 and 5xx;
         otherwise only when the connection could not be made. Unreachable -> SandboxError."""
         if self._client is None:
-            raise SandboxError(f"the sandbox client for {self.url} is not started (use `async with` or start())")
+            raise SandboxError(
+                f"the sandbox client for {self.url} is not started (use `async with` or start())"
+            )
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, _NOT_SENT):
@@ -123,7 +125,9 @@ class _HttpClient:
         except _NOT_SENT as exc:
             raise SandboxError(f"cannot reach the sandbox server at {self.url}: {_one_line(exc)}") from None
         except httpx.TransportError as exc:  # sent, but no (complete) answer: not retried unless idempotent
-            raise SandboxError(f"no answer from the sandbox server at {self.url} to {method} {path}: {_one_line(exc)}") from None
+            raise SandboxError(
+                f"no answer from the sandbox server at {self.url} to {method} {path}: {_one_line(exc)}"
+            ) from None
         return response
 
 
@@ -151,7 +155,11 @@ class RemoteKernelSession:
             self.session_id = await sandbox._create_session()
         response = await sandbox._run_in(self.session_id, payload)
         if response.status_code == 404:  # expired or the server restarted: the cell did not run
-            log.warning("sandbox session %s is gone on %s; starting a new one (state lost)", self.session_id, sandbox.url)
+            log.warning(
+                "sandbox session %s is gone on %s; starting a new one (state lost)",
+                self.session_id,
+                sandbox.url,
+            )
             sandbox._open.discard(self.session_id)
             self.session_id = await sandbox._create_session()
             response = await sandbox._run_in(self.session_id, payload)
@@ -161,7 +169,9 @@ class RemoteKernelSession:
             self.restarts += 1
             if result.ok:
                 result.status = ExecStatus.KERNEL_RESTARTED
-            result.notes.append("[The remote sandbox session had expired or its server restarted; a new session was opened.]")
+            result.notes.append(
+                "[The remote sandbox session had expired or its server restarted; a new session was opened.]"
+            )
             mark_restarted(result)
         elif result.kernel_restarted:
             self.restarts += 1
@@ -230,11 +240,15 @@ class RemoteSandbox:
     async def health(self, *, attempts: int | None = None) -> dict[str, Any]:
         response = await self._http.request("GET", "/health", idempotent=True, attempts=attempts)
         if response.status_code != 200:
-            raise SandboxError(f"the sandbox server at {self.url} answered /health with HTTP {response.status_code}")
+            raise SandboxError(
+                f"the sandbox server at {self.url} answered /health with HTTP {response.status_code}"
+            )
         try:
             return response.json()
         except ValueError:
-            raise SandboxError(f"{self.url}/health did not answer JSON: is this a cortbench sandbox server?") from None
+            raise SandboxError(
+                f"{self.url}/health did not answer JSON: is this a cortbench sandbox server?"
+            ) from None
 
     async def close(self) -> None:
         for sid in list(self._open):
@@ -258,10 +272,14 @@ class RemoteSandbox:
         if response.status_code == 413:
             return _too_large(response)
         if response.status_code != 200:
-            raise SandboxError(f"the sandbox server at {self.url} answered HTTP {response.status_code}: {_detail(response)}")
+            raise SandboxError(
+                f"the sandbox server at {self.url} answered HTTP {response.status_code}: {_detail(response)}"
+            )
         body = response.json()
         if body.get("cortbench") is None:
-            raise SandboxError(f"the sandbox server at {self.url} failed: {body.get('message') or body.get('status')}")
+            raise SandboxError(
+                f"the sandbox server at {self.url} failed: {body.get('message') or body.get('status')}"
+            )
         return ExecResult.from_dict(body["cortbench"])
 
     # internals used by RemoteKernelSession
@@ -284,13 +302,17 @@ class RemoteSandbox:
             log.debug("could not delete sandbox session %s: %s", sid, exc)
 
     async def _run_in(self, sid: str, payload: dict[str, Any]) -> httpx.Response:
-        return await self._http.request("POST", f"/sessions/{sid}/run", json=payload, idempotent=False, read_timeout=None)
+        return await self._http.request(
+            "POST", f"/sessions/{sid}/run", json=payload, idempotent=False, read_timeout=None
+        )
 
     def _cell_result(self, response: httpx.Response) -> ExecResult:
         if response.status_code == 413:
             return _too_large(response)
         if response.status_code != 200:
-            raise SandboxError(f"the sandbox server at {self.url} answered HTTP {response.status_code}: {_detail(response)}")
+            raise SandboxError(
+                f"the sandbox server at {self.url} answered HTTP {response.status_code}: {_detail(response)}"
+            )
         return ExecResult.from_dict(response.json())
 
 
@@ -362,7 +384,9 @@ def result_from_sandboxfusion(body: dict[str, Any], config: SandboxConfig, line_
     status = body.get("status")
     run = body.get("run_result") or {}
     if status == "SandboxError" or run.get("status") == "Error" or not run:
-        raise SandboxError(f"SandboxFusion failed: {(body.get('message') or run.get('stderr') or status or body)!s:.500}")
+        raise SandboxError(
+            f"SandboxFusion failed: {(body.get('message') or run.get('stderr') or status or body)!s:.500}"
+        )
     stdout, stderr = run.get("stdout") or "", run.get("stderr") or ""
     duration = float(run.get("execution_time") or wall_s)
     common = {"stdout": stdout, "stderr": stderr, "duration_s": duration, "stdout_chars": len(stdout)}
@@ -377,7 +401,11 @@ def result_from_sandboxfusion(body: dict[str, Any], config: SandboxConfig, line_
     tb = _shift_lines(stderr[start:] if start >= 0 else stderr, line_offset).strip()
     name = _error_name(tb) if tb else None
     if not tb:
-        how = f"was killed by signal {-code}" if isinstance(code, int) and code < 0 else f"exited with code {code}"
+        how = (
+            f"was killed by signal {-code}"
+            if isinstance(code, int) and code < 0
+            else f"exited with code {code}"
+        )
         tb = f"Error: the Python process {how} without a traceback."
         name = "KernelDied"
     status_ = ExecStatus.MEMORY if name == "MemoryError" else ExecStatus.ERROR
@@ -408,14 +436,18 @@ class ReplayKernelSession:
         timeout = timeout or self._sandbox.timeout_s
         history = [cell for cell, _ in self.cells]
         extra = sum(duration for _, duration in self.cells)
-        result = await self._sandbox._execute(replay_program(history, code), timeout + extra, 1 if history else 0)
+        result = await self._sandbox._execute(
+            replay_program(history, code), timeout + extra, 1 if history else 0
+        )
         if history and REPLAY_FAILED in result.stderr:
             self.cells.clear()
             self.restarts += 1
             result = await self._sandbox._execute(code, timeout, 0)
             if result.ok:
                 result.status = ExecStatus.KERNEL_RESTARTED
-            result.notes.append("[Re-running the earlier code blocks failed, so their state could not be restored.]")
+            result.notes.append(
+                "[Re-running the earlier code blocks failed, so their state could not be restored.]"
+            )
             mark_restarted(result)
         if result.ok:
             self.cells.append((code, max(0.0, result.duration_s - extra)))
@@ -482,7 +514,9 @@ class SandboxFusionSandbox:
     async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult:
         return await self._execute(code, timeout or self.timeout_s, 0)
 
-    async def _execute(self, program: str, timeout: float, line_offset: int, attempts: int | None = None) -> ExecResult:
+    async def _execute(
+        self, program: str, timeout: float, line_offset: int, attempts: int | None = None
+    ) -> ExecResult:
         payload = {
             "code": program, "language": "python", "run_timeout": timeout, "compile_timeout": self.compile_timeout,
             "memory_limit_MB": self.memory_limit_mb, "stdin": None, "files": {}, "fetch_files": [],
@@ -491,7 +525,9 @@ class SandboxFusionSandbox:
         response = await self._http.request("POST", "/run_code", json=payload, idempotent=True, attempts=attempts,
                                             read_timeout=timeout + self.compile_timeout + 10.0)  # fmt: skip
         if response.status_code != 200:
-            raise SandboxError(f"SandboxFusion at {self.url} answered HTTP {response.status_code}: {_detail(response)}")
+            raise SandboxError(
+                f"SandboxFusion at {self.url} answered HTTP {response.status_code}: {_detail(response)}"
+            )
         try:
             body = response.json()
         except ValueError:

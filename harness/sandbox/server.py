@@ -155,7 +155,9 @@ def _signal_return_code(result: ExecResult) -> int:
     return 1
 
 
-def to_run_code_response(result: ExecResult, files: dict[str, str] | None = None, message: str = "") -> RunCodeResponse:
+def to_run_code_response(
+    result: ExecResult, files: dict[str, str] | None = None, message: str = ""
+) -> RunCodeResponse:
     """An ExecResult as SandboxFusion reports a `python` run: a failed cell is `Failed` with its
     traceback in stderr (after whatever the cell wrote to stderr), as a real `python file.py` does."""
     stderr = result.stderr
@@ -169,7 +171,9 @@ def to_run_code_response(result: ExecResult, files: dict[str, str] | None = None
         status = "Success"
     else:  # error, memory, killed
         if result.error:
-            stderr = f"{stderr}\n{result.error}" if stderr and not stderr.endswith("\n") else stderr + result.error
+            stderr = (
+                f"{stderr}\n{result.error}" if stderr and not stderr.endswith("\n") else stderr + result.error
+            )
         run = CommandRunResult(status="Finished", execution_time=result.duration_s,
                                return_code=_signal_return_code(result), stdout=result.stdout, stderr=stderr)  # fmt: skip
         status = "Failed"
@@ -409,7 +413,9 @@ def create_app(
                 f"(language 'python' or 'python3')"
             )
         if body.run_timeout > max_timeout_s:
-            return _sandbox_error_response(f"run_timeout {body.run_timeout} exceeds this server's limit of {max_timeout_s} s")
+            return _sandbox_error_response(
+                f"run_timeout {body.run_timeout} exceeds this server's limit of {max_timeout_s} s"
+            )
         try:
             async with state.slot():
                 if body.files or body.stdin is not None or body.fetch_files:
@@ -430,7 +436,9 @@ def create_app(
         kernel = await context.__aenter__()  # the kernel process itself starts with the first cell
         if len(state.sessions) >= state.max_sessions:  # others got in while we awaited
             await context.__aexit__(None, None, None)
-            raise HTTPException(429, f"too many sessions (limit {state.max_sessions})", headers={"Retry-After": "1"})
+            raise HTTPException(
+                429, f"too many sessions (limit {state.max_sessions})", headers={"Retry-After": "1"}
+            )
         state.sessions[sid] = _Session(sid, context, kernel)
         return SessionCreated(session_id=sid)
 
@@ -439,7 +447,9 @@ def create_app(
         state = _state(request)
         check_code(body.code)
         if body.timeout is not None and body.timeout > max_timeout_s:
-            raise HTTPException(422, f"timeout {body.timeout} exceeds this server's limit of {max_timeout_s} s")
+            raise HTTPException(
+                422, f"timeout {body.timeout} exceeds this server's limit of {max_timeout_s} s"
+            )
         session = await state.lookup(sid)
         session.busy += 1
         try:
@@ -476,7 +486,9 @@ async def _run_with_io(sandbox: LocalSandbox, body: RunCodeRequest) -> RunCodeRe
     config = sandbox.config
     async with sandbox.session() as kernel:
         if body.files or body.stdin is not None:
-            setup = await kernel.run(_SETUP_CELL.format(files=body.files, stdin=body.stdin), timeout=max(body.run_timeout, 10))
+            setup = await kernel.run(
+                _SETUP_CELL.format(files=body.files, stdin=body.stdin), timeout=max(body.run_timeout, 10)
+            )
             if not setup.ok:
                 return _sandbox_error_response(f"could not set up files/stdin: {setup.error or setup.output}")
         result = await kernel.run(body.code, timeout=body.run_timeout)
@@ -492,7 +504,9 @@ async def _run_with_io(sandbox: LocalSandbox, body: RunCodeRequest) -> RunCodeRe
     return to_run_code_response(result, fetched, message)
 
 
-async def _fetch_file(kernel: KernelSession, path: str, record_chars: int, limit: int = 64 << 20) -> bytes | None:
+async def _fetch_file(
+    kernel: KernelSession, path: str, record_chars: int, limit: int = 64 << 20
+) -> bytes | None:
     """Read a file from the kernel's filesystem in base64 chunks that its output capture keeps whole."""
     chunk = max(3, record_chars // 4 * 3)
     data = b""
@@ -517,13 +531,17 @@ def serve(host: str, port: int, config: SandboxConfig, **app_kwargs: Any) -> Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cortbench.harness.sandbox.server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cortbench.harness.sandbox.server", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--max-sessions", type=int, default=1024)
     parser.add_argument("--session-ttl", type=float, default=600.0, help="seconds an idle session lives")
     parser.add_argument("--max-concurrency", type=int, default=None, help="cells running at once")
-    parser.add_argument("--timeout", type=float, default=SandboxConfig.timeout_s, help="default cell timeout (s)")
+    parser.add_argument(
+        "--timeout", type=float, default=SandboxConfig.timeout_s, help="default cell timeout (s)"
+    )
     parser.add_argument("--memory-mb", type=int, default=SandboxConfig.memory_mb)
     parser.add_argument("--warm-kernels", type=int, default=SandboxConfig.warm_kernels)
     parser.add_argument("--isolation", choices=["auto", "namespaces", "none"], default="auto")
