@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,13 @@ sandbox_app = typer.Typer(
 app.add_typer(sandbox_app, name="sandbox")
 console = Console()
 err_console = Console(stderr=True)
+
+
+class Isolation(StrEnum):
+    auto = "auto"
+    namespaces = "namespaces"
+    none = "none"
+
 
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per cell (protocol: 30).")]
 MemoryMB = Annotated[int, typer.Option("--memory-mb", help="Address-space limit per kernel, in MiB.")]
@@ -164,11 +172,20 @@ def sandbox_serve(
     ] = None,
     max_sessions: Annotated[int, typer.Option(help="Stateful sessions alive at once.")] = 1024,
     session_ttl: Annotated[float, typer.Option(help="Seconds an idle session lives.")] = 600.0,
+    warm_kernels: Annotated[int, typer.Option(help="Pre-started idle kernels.")] = 4,
+    isolation: Annotated[
+        Isolation, typer.Option(help="auto: namespaces where allowed; namespaces: required; none.")
+    ] = Isolation.auto,
 ) -> None:
-    """Serve the sandbox over HTTP: SandboxFusion-compatible POST /run_code plus stateful sessions."""
+    """Serve the sandbox over HTTP: SandboxFusion-compatible POST /run_code plus stateful sessions.
+
+    There is no authentication: bind to loopback or a private network only.
+    """
     from .sandbox.server import serve
 
-    config = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb)
+    config = SandboxConfig(
+        timeout_s=timeout, memory_mb=memory_mb, warm_kernels=warm_kernels, isolation=isolation.value
+    )
     try:
         serve(
             host,

@@ -34,7 +34,7 @@ def _start_server(*args: str):
     port = _free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cortbench.harness.sandbox.server", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "cortbench.harness.cli", "sandbox", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--warm-kernels", "2", "--timeout", "5", "--memory-mb", "1024", *args],
         stdout=log, stderr=log,
     )  # fmt: skip

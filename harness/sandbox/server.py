@@ -1,6 +1,6 @@
 """An HTTP server that shares one machine's LocalSandbox among many generation / RL workers.
 
-    python -m cortbench.harness.sandbox.server --host 0.0.0.0 --port 8080   # or `cortbench sandbox serve`
+    cortbench sandbox serve --host 127.0.0.1 --port 8080
 
 Endpoints:
 
@@ -21,7 +21,6 @@ The server has no authentication: bind it to loopback or a private network only.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -528,30 +527,3 @@ def serve(host: str, port: int, config: SandboxConfig, **app_kwargs: Any) -> Non
 
     uvicorn.run(create_app(config, **app_kwargs), host=host, port=port, log_level="warning",
                 timeout_keep_alive=30)  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m cortbench.harness.sandbox.server", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-sessions", type=int, default=1024)
-    parser.add_argument("--session-ttl", type=float, default=600.0, help="seconds an idle session lives")
-    parser.add_argument("--max-concurrency", type=int, default=None, help="cells running at once")
-    parser.add_argument(
-        "--timeout", type=float, default=SandboxConfig.timeout_s, help="default cell timeout (s)"
-    )
-    parser.add_argument("--memory-mb", type=int, default=SandboxConfig.memory_mb)
-    parser.add_argument("--warm-kernels", type=int, default=SandboxConfig.warm_kernels)
-    parser.add_argument("--isolation", choices=["auto", "namespaces", "none"], default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    config = SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb, warm_kernels=args.warm_kernels,
-                           isolation=args.isolation)  # fmt: skip
-    serve(args.host, args.port, config, max_sessions=args.max_sessions, session_ttl_s=args.session_ttl,
-          max_concurrency=args.max_concurrency)  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
