@@ -41,6 +41,23 @@ class Sandbox(Protocol):
     async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult: ...
 
 
+class SandboxBase:
+    """Shared plumbing: `async with SomeSandbox(...) as sandbox:` starts and closes it."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 SandboxFactory = Callable[..., Sandbox]
 _REGISTRY: dict[str, SandboxFactory] = {}
 

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from . import _wire
-from ._base import SandboxError, register_sandbox
+from ._base import SandboxBase, SandboxError, register_sandbox
 from ._config import SandboxConfig
 from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
 
@@ -235,7 +235,7 @@ class LocalKernelSession:
 
 
 @register_sandbox("local")
-class LocalSandbox:
+class LocalSandbox(SandboxBase):
     """Isolated, persistent, pre-forked Python kernels on this machine.
 
     Use as `async with LocalSandbox(config) as sandbox:`; then `async with sandbox.session() as k:
@@ -264,13 +264,6 @@ class LocalSandbox:
         if self._ctl is None and self._dead is None:
             return "not started"
         return self._dead
-
-    async def __aenter__(self) -> LocalSandbox:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

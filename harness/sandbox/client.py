@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ._base import SandboxError, register_sandbox
+from ._base import SandboxBase, SandboxError, register_sandbox
 from ._config import SandboxConfig
 from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
 
@@ -184,7 +184,7 @@ class RemoteKernelSession:
 
 
 @register_sandbox("remote")
-class RemoteSandbox:
+class RemoteSandbox(SandboxBase):
     """Kernels on a `cortbench sandbox serve` host (see server.py), shared by many workers.
 
     Args:
@@ -209,13 +209,6 @@ class RemoteSandbox:
         self.server_timeout_s: float = 30.0
         self._http = _HttpClient(self.url, max_connections, request_timeout, retries, backoff_s)
         self._open: set[str] = set()
-
-    async def __aenter__(self) -> RemoteSandbox:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Connect and read /health; SandboxError (one line, naming the URL) if it is unreachable."""
@@ -455,7 +448,7 @@ class ReplayKernelSession:
 
 
 @register_sandbox("sandboxfusion")
-class SandboxFusionSandbox:
+class SandboxFusionSandbox(SandboxBase):
     """An existing SandboxFusion deployment (bytedance/SandboxFusion `/run_code`), stateless.
 
     `run_code` is one SandboxFusion run; `session()` emulates a persistent kernel by replay (see
@@ -484,13 +477,6 @@ class SandboxFusionSandbox:
         self.isolated = isolated
         self.probe = probe
         self._http = _HttpClient(self.url, max_connections, request_timeout, retries, backoff_s)
-
-    async def __aenter__(self) -> SandboxFusionSandbox:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         self._http.open()
