@@ -243,3 +243,46 @@ async def test_scratch_dir_is_private_and_deleted(sandbox):
             break
         await asyncio.sleep(0.02)
     assert not os.path.exists(where)
+
+
+WARN_ONCE = """
+import asyncio
+from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
+
+async def main():
+    for _ in range(2):
+        async with LocalSandbox(SandboxConfig(warm_kernels=0)) as sb:
+            print(sb.isolated, (await sb.run_code("print(2 + 2)")).output)
+
+asyncio.run(main())
+"""
+
+
+def test_missing_namespaces_are_reported_once_loudly_and_cells_still_run():
+    """Simulate a host that forbids user namespaces (as some containers do)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.skip("needs util-linux unshare")
+    forbid = "echo 0 > /proc/sys/user/max_user_namespaces"
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            f'{forbid} && exec "$0" -c "$1"',
+            sys.executable,
+            WARN_ONCE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0 and "max_user_namespaces" in proc.stderr:
+        pytest.skip("cannot simulate a host without user namespaces here")
+    assert proc.stdout.split("\n")[:2] == ["False 4", "False 4"]
+    assert proc.stderr.count("WARNING: sandbox namespaces are unavailable") == 1

@@ -306,8 +306,7 @@ class LocalSandbox(SandboxBase):
                 "limits, a scrubbed environment and their own session only: NO network, filesystem or "
                 "PID isolation. Do not run untrusted models this way."
             )
-            log.warning(message)
-            print(message, file=sys.stderr, flush=True)
+            print(message, file=sys.stderr, flush=True)  # not logging: it must not be filtered away
 
     def _on_control(self) -> None:
         try:
