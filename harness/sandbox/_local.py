@@ -350,11 +350,16 @@ class LocalSandbox(SandboxBase):
         future = asyncio.get_running_loop().create_future()
         self._pending[kid] = future
         await asyncio.get_running_loop().sock_sendall(self._ctl, json.dumps({"spawn": kid}).encode())
-        message, fd = await future
+        _, fd = await future
         reader, writer = await asyncio.open_unix_connection(
             sock=socket.socket(fileno=fd), limit=_wire.MAX_FRAME
         )
-        proc = _KernelProcess(kid, int(message["pid"]), reader, writer, self.isolated)
+        try:  # the keeper announces the kernel's pid, then the kernel greets once it is sealed
+            pid = int((await asyncio.wait_for(_wire.read_frame(reader), 60))["pid"])
+        except (EOFError, TimeoutError, _wire.WireError, KeyError, ValueError) as exc:
+            writer.close()
+            raise SandboxError(f"a kernel failed to start: {exc}") from None
+        proc = _KernelProcess(kid, pid, reader, writer, self.isolated)
         self._kernels[kid] = proc
         try:
             hello = await asyncio.wait_for(_wire.read_frame(reader), 60)

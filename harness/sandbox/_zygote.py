@@ -21,7 +21,7 @@ import sys
 import tempfile
 import traceback
 
-from . import _isolation
+from . import _isolation, _wire
 from ._kernel import Kernel
 
 EXIT_SETUP_FAILED = 70
@@ -47,27 +47,46 @@ def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
     os.close(devnull)
 
 
-def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.socket, pid_pipe: int) -> None:
-    """The intermediate process: enter namespaces, fork the kernel, wait for it, mirror its end."""
+def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.socket) -> None:
+    """The intermediate process: enter namespaces, fork the kernel, announce its pid, wait for it.
+
+    The zygote does not wait for any of this, so kernels are set up in parallel.
+    """
     _isolation.set_parent_death_signal()
     if isolated:
         _isolation.enter_kernel_namespaces()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(pid_pipe)
+            os.close(go_w)
             _setup_kernel(config, isolated, scratch)
             kernel = Kernel(kernel_sock, config)
+            os.read(go_r, 1)  # greet only after the keeper has sent our pid on the same socket
+            os.close(go_r)
         except BaseException:  # noqa: BLE001 - report and leave; the harness sees EOF
             traceback.print_exc()
             os._exit(EXIT_SETUP_FAILED)
         kernel.serve()
         os._exit(0)
-    os.write(pid_pipe, str(pid).encode())
-    os.close(pid_pipe)
+    os.close(go_r)
+    signal.signal(signal.SIGTERM, lambda *_: _kill_kernel(pid))
+    _wire.send(kernel_sock, {"pid": pid})
+    os.write(go_w, b"1")
+    os.close(go_w)
     kernel_sock.close()
     _, status = os.waitpid(pid, 0)
     os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status) & 0x7F)
+
+
+def _kill_kernel(pid: int) -> None:
+    """SIGTERM to a keeper: kill its kernel and everything the kernel started, then leave."""
+    for send in (os.killpg, os.kill):
+        try:
+            send(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(128 + signal.SIGTERM)
 
 
 def probe_isolation(config: dict) -> str | None:
@@ -152,22 +171,18 @@ class Zygote:
     def spawn(self, kernel_id: int) -> None:
         parent_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         scratch = tempfile.mkdtemp(prefix="cortbench-kernel-")  # a private tmpfs covers it when isolated
-        reader, writer = os.pipe()
         keeper = os.fork()
         if keeper == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _close_fds_except(kernel_end.fileno(), writer)
-                _keeper(self.config, self.isolated, scratch, kernel_end, writer)
+                _close_fds_except(kernel_end.fileno())
+                _keeper(self.config, self.isolated, scratch, kernel_end)
             finally:
                 os._exit(EXIT_SETUP_FAILED)
         kernel_end.close()
-        os.close(writer)
-        pid = int(os.read(reader, 32) or 0)
-        os.close(reader)
-        self.keepers[keeper] = (kernel_id, pid, scratch)
-        self._send({"spawned": kernel_id, "pid": pid, "keeper": keeper}, [parent_end.fileno()])
+        self.keepers[keeper] = (kernel_id, scratch)
+        self._send({"spawned": kernel_id, "keeper": keeper}, [parent_end.fileno()])
         parent_end.close()
 
     def reap(self) -> None:
@@ -178,7 +193,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            kernel_id, _, scratch = self.keepers.pop(pid, (None, None, None))
+            kernel_id, scratch = self.keepers.pop(pid, (None, None))
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
             if kernel_id is not None:
@@ -187,13 +202,12 @@ class Zygote:
 
     def shutdown(self) -> None:
         """The harness is gone or done: kill every kernel with everything it started, delete scratch."""
-        for keeper, (_, pid, _) in list(self.keepers.items()):
-            for send, target in ((os.killpg, pid), (os.kill, pid), (os.kill, keeper)):
-                try:
-                    send(target, signal.SIGKILL)
-                except OSError:
-                    pass
-        for keeper, (_, _, scratch) in list(self.keepers.items()):
+        for keeper in self.keepers:
+            try:
+                os.kill(keeper, signal.SIGTERM)  # the keeper kills its kernel's whole group
+            except OSError:
+                pass
+        for keeper, (_, scratch) in list(self.keepers.items()):
             try:
                 os.waitpid(keeper, 0)
             except ChildProcessError:
