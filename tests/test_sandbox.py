@@ -139,3 +139,15 @@ async def test_records_are_typed_and_round_trip(sandbox):
 @pytest.mark.parametrize("module", ["sympy", "numpy", "fractions", "itertools", "math"])
 async def test_common_modules_are_preloaded(sandbox, module):
     assert module in sandbox.preloaded
+
+
+async def test_kernels_draw_independent_random_numbers(sandbox):
+    code = "import random, numpy as np, sympy\nprint(random.random(), np.random.rand(), sympy.randprime(10**6, 10**7))"
+    draws = [(await sandbox.run_code(code)).output for _ in range(3)]
+    for i, draw in enumerate(draws):
+        assert all(a != b for a, b in zip(draw.split(), draws[i - 1].split()))
+
+
+async def test_warmup_leaves_no_names_behind(sandbox):
+    result = await sandbox.run_code("print(sorted(k for k in globals() if not k.startswith('__')))")
+    assert result.output == "[]"

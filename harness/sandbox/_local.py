@@ -202,10 +202,10 @@ class LocalKernelSession:
     async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult:
         config = self._sandbox.config
         timeout = timeout or config.timeout_s
+        if self._proc is None:  # outside the semaphore: a slot must not idle while a kernel starts
+            self._proc = await self._sandbox._acquire()
+        proc = self._proc
         async with self._sandbox._cells:
-            if self._proc is None:
-                self._proc = await self._sandbox._acquire()
-            proc = self._proc
             request = {
                 "code": code,
                 "timeout": timeout,

@@ -10,9 +10,11 @@ so killing the kernel kills everything the kernel started. Each process dies wit
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -23,6 +25,7 @@ import traceback
 
 from . import _isolation, _wire
 from ._kernel import Kernel
+from ._warmup import warm_up
 
 EXIT_SETUP_FAILED = 70
 
@@ -36,6 +39,7 @@ def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
         _isolation.drop_privileges()
     os.chdir(scratch)
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
+    _reseed_random_generators()
     _isolation.apply_rlimits(
         memory_mb=int(config["memory_mb"]),
         max_processes=int(config["max_processes"]),
@@ -45,6 +49,15 @@ def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # input() fails at once instead of hanging
     os.close(devnull)
+
+
+def _reseed_random_generators() -> None:
+    """Every kernel was forked from one zygote: without this, all would draw the same numbers."""
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    if "sympy.core.random" in sys.modules:
+        sys.modules["sympy.core.random"].rng.seed()
 
 
 def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.socket) -> None:
@@ -155,6 +168,10 @@ class Zygote:
                 preloaded.append(name)
             except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
                 pass
+        if self.config["warmup"]:
+            warm_up(preloaded)
+        gc.collect()
+        gc.freeze()  # kernels never scan (and so never copy-on-write) the preloaded heap
         reason = None
         if self.config["isolation"] != "none":
             reason = probe_isolation(self.config)
