@@ -110,7 +110,7 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         )
     result = ExecResult(
         status=ExecStatus(status),
-        output="\n".join([text, *notes]) if notes else text,
+        output="\n".join(part for part in (text, *notes) if part),
         stdout=_record_text(*out),
         stderr=_record_text(*err),
         error_name=error_name,
