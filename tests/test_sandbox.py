@@ -151,3 +151,32 @@ async def test_kernels_draw_independent_random_numbers(sandbox):
 async def test_warmup_leaves_no_names_behind(sandbox):
     result = await sandbox.run_code("print(sorted(k for k in globals() if not k.startswith('__')))")
     assert result.output == "[]"
+
+
+async def test_cell_cpu_time_is_recorded(sandbox):
+    busy = await sandbox.run_code("sum(i * i for i in range(3 * 10**6))")
+    idle = await sandbox.run_code("import time\ntime.sleep(0.3)")
+    assert busy.cpu_s > 0.05
+    assert idle.cpu_s < idle.duration_s / 2
+
+
+async def test_live_kernels_are_capped():
+    """A burst of trajectories waits for kernels instead of exhausting memory."""
+    async with LocalSandbox(SandboxConfig(max_kernels=1, warm_kernels=0)) as sb:
+        order = []
+
+        async def first():
+            async with sb.session() as k:
+                await k.run("x = 1")
+                order.append("first ran")
+                await asyncio.sleep(0.3)
+                order.append("first closes")
+
+        async def second():
+            await asyncio.sleep(0.1)
+            async with sb.session() as k:
+                await k.run("y = 1")
+                order.append("second ran")
+
+        await asyncio.gather(first(), second())
+    assert order == ["first ran", "first closes", "second ran"]

@@ -25,6 +25,15 @@ DEFAULT_PRELOAD = (
 )
 
 
+def _default_max_kernels() -> int:
+    """Live kernels the machine's memory can hold at about 64 MiB each (used ones grow), 16..1024."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 256
+    return max(16, min(1024, memory // (64 * 1024 * 1024)))
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """How cells run. Every field can be set from the CLI or a run config.
@@ -46,6 +55,8 @@ class SandboxConfig:
             where it does not; "namespaces" fails instead; "none" only applies rlimits.
         warm_kernels: pre-started idle kernels, so a new trajectory starts without waiting.
         max_concurrent_cells: cells executing at once across all kernels (CPU-bound work).
+        max_kernels: trajectories holding a kernel at once; more wait for one to close, so a
+            burst of thousands of trajectories cannot exhaust memory (default from RAM, 16..1024).
         preload: modules imported once in the parent of all kernels (missing ones are skipped).
         warmup: also exercise their common paths once there (lazy imports, caches), so a kernel's
             first sympy cell costs milliseconds instead of tens of milliseconds.
@@ -65,5 +76,6 @@ class SandboxConfig:
     isolation: Literal["auto", "namespaces", "none"] = "auto"
     warm_kernels: int = 4
     max_concurrent_cells: int = field(default_factory=lambda: os.cpu_count() or 2)
+    max_kernels: int = field(default_factory=_default_max_kernels)
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     warmup: bool = True

@@ -194,6 +194,12 @@ def _kill_leftovers() -> int:
     return len(leftovers)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of the kernel and of the child processes it has reaped (what a cell costs)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _reap() -> None:
     while True:
         try:
@@ -248,7 +254,7 @@ class Kernel:
         threads_before = set(threading.enumerate())
         status, error_name, tb = "ok", None, None
         saved = sys.stdout, sys.stderr
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         try:
             sys.stdout, sys.stderr = _Stream(out, 1), _Stream(err, 2)
             self._limit_cpu(timeout)
@@ -276,10 +282,10 @@ class Kernel:
             status, error_name = "timeout", "TimeoutError"
         finally:
             sys.stdout, sys.stderr = saved
-        duration = time.perf_counter() - start
-        return self._reply(status, error_name, tb, out, err, threads_before, duration)
+        duration, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        return self._reply(status, error_name, tb, out, err, threads_before, duration, cpu)
 
-    def _reply(self, status, error_name, tb, out, err, threads_before, duration) -> dict[str, Any]:
+    def _reply(self, status, error_name, tb, out, err, threads_before, duration, cpu) -> dict[str, Any]:
         if os.getpid() != self.pid:  # a child the cell forked fell through to here: it must not reply
             os._exit(0)
         try:
@@ -301,6 +307,7 @@ class Kernel:
             "error_name": error_name,
             "traceback": tb,
             "duration": duration,
+            "cpu": cpu,
             "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "procs_killed": procs_killed,
             "threads_alive": alive,

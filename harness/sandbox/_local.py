@@ -116,6 +116,7 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         error_name=error_name,
         error=tb,
         duration_s=duration,
+        cpu_s=reply["cpu"] if isinstance(reply.get("cpu"), float) else None,
         peak_memory_mb=round(reply.get("maxrss_kb", 0) / 1024, 1)
         if isinstance(reply.get("maxrss_kb"), int)
         else None,
@@ -197,12 +198,16 @@ class LocalKernelSession:
     def __init__(self, sandbox: LocalSandbox) -> None:
         self._sandbox = sandbox
         self._proc: _KernelProcess | None = None
+        self._holds_kernel_slot = False  # kept across restarts, given back at close
         self.restarts = 0
 
     async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult:
         config = self._sandbox.config
         timeout = timeout or config.timeout_s
-        if self._proc is None:  # outside the semaphore: a slot must not idle while a kernel starts
+        if self._proc is None:  # outside the CPU semaphore: a slot must not idle while a kernel starts
+            if not self._holds_kernel_slot:
+                await self._sandbox._kernel_slots.acquire()
+                self._holds_kernel_slot = True
             self._proc = await self._sandbox._acquire()
         proc = self._proc
         async with self._sandbox._cells:
@@ -232,6 +237,9 @@ class LocalKernelSession:
         if self._proc is not None:
             self._proc.kill()
             self._proc = None
+        if self._holds_kernel_slot:
+            self._holds_kernel_slot = False
+            self._sandbox._kernel_slots.release()
 
 
 @register_sandbox("local")
@@ -248,6 +256,7 @@ class LocalSandbox(SandboxBase):
         self.isolation_problem: str | None = None
         self.preloaded: list[str] = []
         self._cells = asyncio.Semaphore(self.config.max_concurrent_cells)
+        self._kernel_slots = asyncio.Semaphore(self.config.max_kernels)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._kernels: dict[int, _KernelProcess] = {}

@@ -38,6 +38,7 @@ class ExecResult:
     error_name: str | None = None  # e.g. "NameError", "TimeoutError", "SIGSEGV"
     error: str | None = None  # compact traceback or kernel-death explanation
     duration_s: float = 0.0
+    cpu_s: float | None = None  # CPU time the cell used (its kernel and the children it reaped)
     peak_memory_mb: float | None = None  # the kernel's peak resident set size so far
     stdout_chars: int = 0  # full length of stdout before any truncation
     truncated: bool = False  # output was cut for the model
