@@ -104,10 +104,6 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         notes.append(
             f"[{procs} background process(es) started by this code were still running and were killed.]"
         )
-    if threads:
-        notes.append(
-            "[Threads started by this code were still running when it finished; background threads are not supported.]"
-        )
     result = ExecResult(
         status=ExecStatus(status),
         output="\n".join(part for part in (text, *notes) if part),
@@ -127,9 +123,10 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
     if status == "ok" and truncated:
         result.status = ExecStatus.OUTPUT_TRUNCATED
     if threads:
-        mark_restarted(result)
-        if status == "ok":
-            result.status = ExecStatus.KERNEL_RESTARTED
+        mark_restarted(
+            result,
+            "[Threads started by this code were still running when it finished; background threads are not supported.]",
+        )
     return result
 
 

@@ -61,8 +61,16 @@ class ExecResult:
         return cls(**known)
 
 
-def mark_restarted(result: ExecResult) -> ExecResult:
-    """The kernel behind this result is gone: say so to the model, once."""
+def mark_restarted(result: ExecResult, note: str | None = None) -> ExecResult:
+    """The kernel behind this result is gone: say why (`note`) and that state is lost, once.
+
+    A cell that itself ran fine is reported as `kernel_restarted`.
+    """
+    if note:
+        result.notes.append(note)
+        result.output = f"{result.output}\n{note}" if result.output else note
+    if result.ok:
+        result.status = ExecStatus.KERNEL_RESTARTED
     if not result.kernel_restarted:
         result.kernel_restarted = True
         result.output = f"{result.output}\n{STATE_LOST_TEXT}" if result.output else STATE_LOST_TEXT

@@ -167,12 +167,10 @@ class RemoteKernelSession:
         result = sandbox._cell_result(response)
         if lost:
             self.restarts += 1
-            if result.ok:
-                result.status = ExecStatus.KERNEL_RESTARTED
-            result.notes.append(
-                "[The remote sandbox session had expired or its server restarted; a new session was opened.]"
+            mark_restarted(
+                result,
+                "[The remote sandbox session had expired or its server restarted; a new session was opened.]",
             )
-            mark_restarted(result)
         elif result.kernel_restarted:
             self.restarts += 1
         return result
@@ -436,12 +434,9 @@ class ReplayKernelSession:
             self.cells.clear()
             self.restarts += 1
             result = await self._sandbox._execute(code, timeout, 0)
-            if result.ok:
-                result.status = ExecStatus.KERNEL_RESTARTED
-            result.notes.append(
-                "[Re-running the earlier code blocks failed, so their state could not be restored.]"
+            mark_restarted(
+                result, "[Re-running the earlier code blocks failed, so their state could not be restored.]"
             )
-            mark_restarted(result)
         if result.ok:
             self.cells.append((code, max(0.0, result.duration_s - extra)))
         return result
