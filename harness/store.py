@@ -1,0 +1,144 @@
+"""The run store: runs/<name>/run.json (configuration) and samples.jsonl (one record per line).
+
+A finished sample is on disk before anything else happens to it: each line is written with one
+O_APPEND write and fsynced. A crash (even `kill -9`) can at worst leave a torn last line, which
+`open` cuts away; `--resume` then skips every sample already written, so no finished sample is
+lost and none is duplicated. A run directory is never overwritten silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .records import TrajectoryRecord
+
+SAMPLES = "samples.jsonl"
+CONFIG = "run.json"
+
+
+class RunStoreError(RuntimeError):
+    """The run directory cannot be used as asked (exists, config differs, unreadable)."""
+
+
+class RunStore:
+    """Append-only storage of one run's trajectory records."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self.torn_lines = 0  # partial lines cut away on open (a crash mid-write)
+        self._done: set[tuple[str, str, int]] = set()
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        config: dict[str, Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        identity: tuple[str, ...] = (),
+    ) -> RunStore:
+        """Create `path`, or continue it with `resume`; `identity` names the config keys that must
+        match the stored run for a resume to make sense (model, tasks, sampling, ...)."""
+        path = Path(path)
+        existing = (path / CONFIG).exists() or (path / SAMPLES).exists()
+        if existing and overwrite:
+            shutil.rmtree(path)
+            existing = False
+        if existing and not resume:
+            raise RunStoreError(
+                f"{path} already holds a run; pass --resume to continue it or --overwrite to replace it"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        if existing:
+            stored = cls._read_config(path)
+            changed = [k for k in identity if stored.get(k) != config.get(k)]
+            if changed:
+                raise RunStoreError(f"cannot resume {path}: {', '.join(changed)} differ from the stored run")
+        store = cls(path, config)
+        store._write_config(resumed=existing)
+        store._load()
+        store._fd = os.open(path / SAMPLES, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return store
+
+    @staticmethod
+    def _read_config(path: Path) -> dict[str, Any]:
+        try:
+            return json.loads((path / CONFIG).read_text())["config"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunStoreError(f"cannot read {path / CONFIG}: {exc}") from None
+
+    def _write_config(self, resumed: bool) -> None:
+        target = self.path / CONFIG
+        history = []
+        if resumed and target.exists():
+            history = json.loads(target.read_text()).get("sessions", [])
+        history.append({"started_at": time.time(), "resumed": resumed})
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"config": self.config, "sessions": history}, indent=2, default=str))
+        os.replace(tmp, target)  # atomic: run.json is always whole
+
+    def _load(self) -> None:
+        """Index what is already written, cutting a torn last line left by a crash."""
+        samples = self.path / SAMPLES
+        if not samples.exists():
+            return
+        with open(samples, "rb+") as fh:
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                self.torn_lines = 1
+                fh.truncate(end)
+        for line in data[:end].splitlines():
+            try:
+                self._done.add(TrajectoryRecord.from_dict(json.loads(line)).key)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise RunStoreError(f"{samples} holds a line that is not a record: {exc}") from None
+
+    def is_done(self, task: str, problem_id: str, sample_idx: int) -> bool:
+        return (task, problem_id, sample_idx) in self._done
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def append(self, record: TrajectoryRecord) -> None:
+        """Write one finished record durably; a second record for the same sample is refused."""
+        line = (json.dumps(record.to_dict(), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise RunStoreError(f"the run store {self.path} is closed")
+            if record.key in self._done:
+                raise RunStoreError(f"sample {record.key} is already in {self.path / SAMPLES}")
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise RunStoreError(f"short write to {self.path / SAMPLES} ({written} of {len(line)} bytes)")
+            os.fsync(self._fd)
+            self._done.add(record.key)
+
+    def records(self) -> Iterator[TrajectoryRecord]:
+        with open(self.path / SAMPLES, encoding="utf-8") as fh:
+            for line in fh:
+                if line.endswith("\n"):
+                    yield TrajectoryRecord.from_dict(json.loads(line))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
