@@ -1,0 +1,66 @@
+"""The CoRT text protocol: where a python block closes, what it holds, and how a generation splits.
+
+A code block is a line that is exactly "```python" (trailing spaces allowed), the code, and a line
+that is exactly "```". The harness appends "```output\\n{result}\\n```\\n" after it. Stop
+detection must be exact: only a fence that closes an open python block ends a turn, never a stray
+backtick at a line end, and an unclosed block (at the length limit) is never executed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .records import Segment
+
+OPEN_PYTHON = "```python"
+OPEN_OUTPUT = "```output"
+FENCE = "```"
+STOP_STRINGS = ("```\n",)  # what backends stop on; the closing fence itself is checked here
+
+_BLOCK = re.compile(r"^```(python|output)[ \t]*\n(.*?)^```[ \t]*$\n?", re.MULTILINE | re.DOTALL)
+
+
+def output_block(result: str) -> str:
+    """The text appended after an executed cell."""
+    return f"{OPEN_OUTPUT}\n{result}\n{FENCE}\n"
+
+
+def closed_code(text: str) -> str | None:
+    """The code of the python block that `text` ends by closing, else None.
+
+    `text` is the generation so far; a backend that strips its stop string must restore the
+    closing fence first (see `restore_stop`).
+    """
+    stripped = text.rstrip(" \t")
+    if stripped.endswith("\n"):
+        stripped = stripped[:-1]
+    lines = stripped.split("\n")
+    if lines[-1].rstrip() != FENCE:
+        return None
+    for i in range(len(lines) - 2, -1, -1):
+        line = lines[i].rstrip()
+        if line == OPEN_PYTHON:
+            return "\n".join(lines[i + 1 : -1])
+        if line.startswith(FENCE):  # another fence in between: the last one does not close python
+            return None
+    return None
+
+
+def restore_stop(text: str, stop: str | None) -> str:
+    """OpenAI-style servers strip the stop string from the text; put the fence back."""
+    return text + stop if stop and not text.endswith(stop) else text
+
+
+def split_segments(generation: str) -> list[Segment]:
+    """Split a full generation into text, code and output segments, in order."""
+    segments: list[Segment] = []
+    pos = 0
+    for match in _BLOCK.finditer(generation):
+        if match.start() > pos:
+            segments.append(Segment("text", generation[pos : match.start()]))
+        kind = "code" if match.group(1) == "python" else "output"
+        segments.append(Segment(kind, match.group(2).removesuffix("\n")))
+        pos = match.end()
+    if pos < len(generation):
+        segments.append(Segment("text", generation[pos:]))
+    return segments
