@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from ._records import ExecResult
@@ -42,13 +42,27 @@ class Sandbox(Protocol):
 
 
 class SandboxBase:
-    """Shared plumbing: `async with SomeSandbox(...) as sandbox:` starts and closes it."""
+    """Shared plumbing: `async with SomeSandbox(...) as sandbox:` starts and closes it, and
+    `async with sandbox.session() as kernel:` closes the kernel session however the block ends."""
 
     async def start(self) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    def new_session(self) -> KernelSession:
+        """A session that gets its kernel lazily, on its first cell; closed by `session()`."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[KernelSession]:
+        """A stateful kernel for one trajectory, closed (and its state destroyed) at exit."""
+        session = self.new_session()
+        try:
+            yield session
+        finally:
+            await session.close()
 
     async def __aenter__(self):
         await self.start()

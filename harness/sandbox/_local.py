@@ -11,8 +11,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -401,14 +399,8 @@ class LocalSandbox(SandboxBase):
         except SandboxError as exc:
             log.warning("could not pre-start a kernel: %s", exc)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[LocalKernelSession]:
-        """A stateful kernel for one trajectory; it is destroyed (with its scratch dir) at exit."""
-        session = LocalKernelSession(self)
-        try:
-            yield session
-        finally:
-            await session.close()
+    def new_session(self) -> LocalKernelSession:
+        return LocalKernelSession(self)
 
     async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult:
         """Run one cell in a fresh kernel (stateless)."""

@@ -25,8 +25,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -246,14 +244,8 @@ class RemoteSandbox(SandboxBase):
             await self._delete_session(sid)
         await self._http.close()
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[RemoteKernelSession]:
-        """A stateful remote kernel for one trajectory; deleted on the server at exit."""
-        session = RemoteKernelSession(self)
-        try:
-            yield session
-        finally:
-            await session.close()
+    def new_session(self) -> RemoteKernelSession:
+        return RemoteKernelSession(self)
 
     async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult:
         """One stateless cell (POST /run_code). Not retried once sent."""
@@ -423,6 +415,9 @@ class ReplayKernelSession:
         self.cells: list[tuple[str, float]] = []  # successful cells and how long they took
         self.restarts = 0
 
+    async def close(self) -> None:
+        """Nothing to release: SandboxFusion keeps no state between calls."""
+
     async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult:
         timeout = timeout or self._sandbox.timeout_s
         history = [cell for cell, _ in self.cells]
@@ -488,9 +483,8 @@ class SandboxFusionSandbox(SandboxBase):
     async def close(self) -> None:
         await self._http.close()
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[ReplayKernelSession]:
-        yield ReplayKernelSession(self)
+    def new_session(self) -> ReplayKernelSession:
+        return ReplayKernelSession(self)
 
     async def run_code(self, code: str, *, timeout: float | None = None) -> ExecResult:
         return await self._execute(code, timeout or self.timeout_s, 0)
