@@ -1,3 +1,4 @@
+import pytest
 import pytest_asyncio
 
 from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
@@ -8,3 +9,45 @@ async def sandbox():
     """An isolated local sandbox with small limits so attack tests finish fast."""
     async with LocalSandbox(SandboxConfig(timeout_s=5, memory_mb=1024, warm_kernels=2)) as sb:
         yield sb
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer Llama with a BPE tokenizer trained here: real transformers code, seconds to build."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    corpus = [
+        "Let me compute this with python.\n```python\nprint(2 ** 10)\n```\n```output\n1024\n```\n",
+        "So the answer is \\boxed{1024}. Please integrate natural language reasoning with python programs.",
+    ] * 20
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<eos>", "<pad>"])
+    )
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}<assistant>"
+    )
+    config = transformers.LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)

@@ -1,0 +1,50 @@
+"""The transformers backend on a tiny locally built model, inside the real rollout loop."""
+
+import pytest
+
+from cortbench.harness.backends import BackendError, get_backend
+from cortbench.harness.rollout import Limits, run_rollout
+
+
+def test_unknown_backend_and_missing_model_fail_clearly(tmp_path):
+    with pytest.raises(BackendError, match="unknown backend 'nope'"):
+        get_backend("nope")
+    pytest.importorskip("transformers")
+    with pytest.raises(BackendError, match="cannot load model"):
+        get_backend("hf", model=str(tmp_path / "missing"))
+
+
+async def test_completion_respects_the_token_budget(tiny_model_dir):
+    gen = get_backend("hf", model=tiny_model_dir, temperature=0.0)
+    completion = await gen.complete("Let me compute", max_tokens=7, stop=("```\n",))
+    assert completion.tokens <= 7
+    assert completion.finish_reason in ("stop", "length")
+    assert gen.count_tokens("print(2 ** 10)") > 0
+
+
+async def test_stop_string_ends_the_completion(tiny_model_dir):
+    import torch
+
+    torch.manual_seed(0)
+    gen = get_backend("hf", model=tiny_model_dir, temperature=1.0, top_p=1.0)
+    # A stop string of one frequent character makes a stop near certain within the budget.
+    completions = [await gen.complete("Let me", max_tokens=60, stop=(" ",)) for _ in range(8)]
+    stopped = [c for c in completions if c.stop == " "]
+    assert stopped and all(c.text.endswith(" ") and c.finish_reason == "stop" for c in stopped)
+
+
+async def test_rollout_with_a_real_model_and_sandbox(tiny_model_dir, sandbox):
+    gen = get_backend("hf", model=tiny_model_dir, temperature=0.0)
+    prompt = "Let me compute this with python.\n```python\n"
+    async with sandbox.session() as kernel:
+        out = await run_rollout(prompt, gen, kernel, Limits(max_total_tokens=120, max_tool_calls=2))
+    assert out.finish_reason in ("stop", "length")
+    assert out.generated_tokens > 0 and out.total_tokens >= out.generated_tokens + gen.count_tokens(prompt)
+    assert len(out.tool_calls) <= 2
+
+
+def test_overshooting_last_token_is_cut_after_the_stop_string():
+    from cortbench.harness.backends.hf import _cut_at_stop
+
+    assert _cut_at_stop("x\n```\n\nThe", ("```\n",), last_token_chars=6) == ("x\n```\n", "```\n")
+    assert _cut_at_stop("no fence here", ("```\n",), last_token_chars=4) == ("no fence here", None)
