@@ -66,16 +66,20 @@ class Rollout:
 
 
 async def run_rollout(
-    prompt: str, generator: Generator, kernel: KernelSession, limits: Limits = Limits()
+    prompt: str, generator: Generator, kernel: KernelSession, limits: Limits = Limits(), *, start: str = ""
 ) -> Rollout:
-    """Drive one trajectory to its end; the kernel keeps the state of all its cells."""
-    out = Rollout()
+    """Drive one trajectory to its end; the kernel keeps the state of all its cells.
+
+    `start` opens the assistant's turn (a hint such as CoRT's Prompt-Hint, or "```python\n" to make a
+    small model write code): it is part of the trajectory, but not counted as model-written.
+    """
+    out = Rollout(generation=start)
     prompt_tokens = generator.count_tokens(prompt)
-    output_tokens = 0  # interpreter outputs count toward the total, not toward what the model wrote
+    inserted_tokens = generator.count_tokens(start) if start else 0  # hints and interpreter outputs
     while True:
         budget = min(
             limits.max_tokens_per_call,
-            limits.max_total_tokens - prompt_tokens - out.generated_tokens - output_tokens,
+            limits.max_total_tokens - prompt_tokens - out.generated_tokens - inserted_tokens,
         )
         if budget <= 0:
             out.finish_reason = "length"
@@ -110,6 +114,6 @@ async def run_rollout(
             shown += limits.tool_limit_message
         block = output_block(shown)
         out.generation += block
-        output_tokens += generator.count_tokens(block)
-    out.total_tokens = prompt_tokens + out.generated_tokens + output_tokens
+        inserted_tokens += generator.count_tokens(block)
+    out.total_tokens = prompt_tokens + out.generated_tokens + inserted_tokens
     return out

@@ -35,9 +35,10 @@ async def test_stop_string_ends_the_completion(tiny_model_dir):
 
 async def test_rollout_with_a_real_model_and_sandbox(tiny_model_dir, sandbox):
     gen = get_backend("hf", model=tiny_model_dir, temperature=0.0)
-    prompt = "Let me compute this with python.\n```python\n"
+    prompt = "Let me compute this with python.\n"
     async with sandbox.session() as kernel:
-        out = await run_rollout(prompt, gen, kernel, Limits(max_total_tokens=120, max_tool_calls=2))
+        limits = Limits(max_total_tokens=120, max_tool_calls=2)
+        out = await run_rollout(prompt, gen, kernel, limits, start="```python\n")
     assert out.finish_reason in ("stop", "length")
     assert out.generated_tokens > 0 and out.total_tokens >= out.generated_tokens + gen.count_tokens(prompt)
     assert len(out.tool_calls) <= 2

@@ -89,3 +89,14 @@ async def test_total_token_budget_counts_interpreter_output(sandbox):
         out = await run_rollout("Q: ", gen, kernel, Limits(max_total_tokens=40))
     assert len(out.tool_calls) == 1
     assert out.finish_reason == "length"  # the 50-word output used up the budget
+
+
+async def test_start_hint_opens_the_turn_and_is_not_counted_as_generated(sandbox):
+    gen = ScriptedGenerator(["print(6 * 7)\n```\n", "It is \\boxed{42}."])
+    async with sandbox.session() as kernel:
+        out = await run_rollout("Q: ", gen, kernel, start="```python\n")
+    assert out.generation.startswith("```python\nprint(6 * 7)\n```\n```output\n42\n```\n")
+    assert out.generated_tokens == gen.count_tokens("print(6 * 7)\n```\n") + gen.count_tokens(
+        "It is \\boxed{42}."
+    )
+    assert gen.calls[0]["prompt"] == "Q: ```python\n"
