@@ -51,6 +51,12 @@ def restore_stop(text: str, stop: str | None) -> str:
     return text + stop if stop and not text.endswith(stop) else text
 
 
+def stripped_stop(so_far: str, stop: tuple[str, ...]) -> str | None:
+    """For servers that strip the stop string without saying which one matched: a stop right where
+    a python block would close is taken as that fence (an end of sequence there is implausible)."""
+    return next((s for s in stop if closed_code(so_far + s) is not None), None)
+
+
 def split_segments(generation: str) -> list[Segment]:
     """Split a full generation into text, code and output segments, in order."""
     segments: list[Segment] = []

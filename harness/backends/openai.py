@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ..fences import closed_code
+from ..fences import stripped_stop
 from ..rollout import Completion
 from . import BackendError, register_backend
 
@@ -137,7 +137,7 @@ class OpenAIGenerator:
         if "stop_reason" in choice:
             reason = choice["stop_reason"]
             return reason if isinstance(reason, str) else None
-        return next((s for s in stop if closed_code(so_far + s) is not None), None)
+        return stripped_stop(so_far, stop)
 
     async def aclose(self) -> None:
         await self._client.aclose()
