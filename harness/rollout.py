@@ -45,7 +45,9 @@ class Completion:
 
 
 class Generator(Protocol):
-    """What the loop needs from a backend: continue a raw prompt, and count tokens."""
+    """What the loop needs from a backend: render a chat, continue a raw prompt, count tokens."""
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
 
     async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]) -> Completion: ...
 

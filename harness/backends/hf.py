@@ -56,6 +56,9 @@ class HFGenerator:
         self.context_length = getattr(model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time per model: transformers is not re-entrant
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import threading
 
+from ..chat import render_chat_template
 from ..fences import stripped_stop
 from ..rollout import Completion
 from . import BackendError, register_backend
@@ -58,6 +59,21 @@ class LlamaCppGenerator:
         self.context_length = n_ctx
         self.temperature, self.top_p = temperature, top_p
         self._lock = threading.Lock()
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(f"{self.model_path} carries no chat template")
+        vocab = self.llm.metadata
+        special = {
+            name: self.llm.detokenize([int(vocab[key])], special=True).decode(errors="replace")
+            for name, key in (
+                ("bos_token", "tokenizer.ggml.bos_token_id"),
+                ("eos_token", "tokenizer.ggml.eos_token_id"),
+            )
+            if key in vocab
+        }
+        return render_chat_template(template, messages, **special)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))

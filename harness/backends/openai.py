@@ -72,6 +72,13 @@ class OpenAIGenerator:
         self.tokenizer = tokenizer
         self.approximate_tokens = tokenizer is None
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        if self.tokenizer is None:
+            raise BackendError(
+                "the openai backend renders prompts with the model's tokenizer: pass tokenizer="
+            )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is None:
             return (len(text) + 3) // 4

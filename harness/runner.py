@@ -1,0 +1,101 @@
+"""Run many trajectories: every (problem, sample) not yet in the store, concurrently, each record
+appended the moment its trajectory ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .fences import split_segments
+from .records import Timing, TokenCounts, TrajectoryRecord
+from .rollout import Generator, Limits, Rollout, run_rollout
+from .sandbox import Sandbox
+from .store import RunStore
+
+
+@dataclass(frozen=True)
+class Problem:
+    task: str
+    problem_id: str
+    problem: str
+    gold: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What to run for each problem. `instruction` follows the problem in the user message;
+    `start` opens the assistant's turn (a hint)."""
+
+    n: int = 1
+    instruction: str = ""
+    start: str = ""
+    limits: Limits = Limits()
+    concurrency: int = 64
+
+
+def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollout, generator: Generator,
+                 started_at: float) -> TrajectoryRecord:  # fmt: skip
+    segments = split_segments(rollout.generation)
+    for segment in segments:
+        segment.tokens = generator.count_tokens(segment.text)
+    return TrajectoryRecord(
+        task=problem.task,
+        problem_id=problem.problem_id,
+        sample_idx=sample_idx,
+        prompt=prompt,
+        generation=rollout.generation,
+        finish_reason=rollout.finish_reason,
+        gold=problem.gold,
+        segments=segments,
+        tool_calls=rollout.tool_calls,
+        tokens=TokenCounts(generated=rollout.generated_tokens, total=rollout.total_tokens),
+        timing=Timing(
+            started_at=started_at,
+            generation_s=rollout.generation_s,
+            tools_s=rollout.tools_s,
+            total_s=time.time() - started_at,
+        ),
+    )
+
+
+async def run_samples(
+    problems: Iterable[Problem],
+    generator: Generator,
+    sandbox: Sandbox,
+    store: RunStore,
+    plan: SamplingPlan,
+    on_record: Callable[[TrajectoryRecord], None] | None = None,
+) -> int:
+    """Run every sample the store does not hold yet; returns how many were written now.
+
+    Trajectories run concurrently up to `plan.concurrency`, each in its own kernel, and never wait
+    for each other. A backend or sandbox failure stops the run; what was written stays written,
+    and a resume continues from there.
+    """
+    todo = [(p, i) for p in problems for i in range(plan.n) if not store.is_done(p.task, p.problem_id, i)]
+    slots = asyncio.Semaphore(plan.concurrency)
+    written = 0
+
+    async def one(problem: Problem, idx: int) -> None:
+        nonlocal written
+        async with slots:
+            prompt = generator.render_chat([{"role": "user", "content": problem.problem + plan.instruction}])
+            started_at = time.time()
+            async with sandbox.session() as kernel:
+                rollout = await run_rollout(prompt, generator, kernel, plan.limits, start=plan.start)
+            record = build_record(problem, idx, prompt, rollout, generator, started_at)
+            store.append(record)
+            written += 1
+            if on_record is not None:
+                on_record(record)
+
+    tasks = [asyncio.create_task(one(p, i)) for p, i in todo]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return written

@@ -1,0 +1,15 @@
+"""The CoRT prompt: one user message, no system prompt, rendered with the model's chat template."""
+
+COT_INSTRUCTION = (
+    "\nPlease integrate natural language reasoning with python programs to solve the problem above, "
+    "and put your final answer within \\boxed{}."
+)
+# Prompt-Hint models get this right after <think> (the start of the assistant's turn).
+PROMPT_HINT = "Okay, let's try to solve this problem step by step using multiple python code calls"
+# Makes small models (SmolLM2) write code at all: the turn opens inside a python block.
+CODE_HINT = "```python\n"
+HINTS = {"none": "", "prompt-hint": PROMPT_HINT, "code": CODE_HINT}
+
+
+def user_message(problem: str, instruction: str = COT_INSTRUCTION) -> list[dict[str, str]]:
+    return [{"role": "user", "content": problem + instruction}]
