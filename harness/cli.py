@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
@@ -58,7 +59,7 @@ def main(
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -89,6 +90,136 @@ DEMO_CELLS = [
     "import ctypes\nctypes.string_at(0)  # segfault: the kernel is restarted and the model told so",
     "print(roots)",
 ]
+
+
+class Hint(StrEnum):
+    none = "none"
+    code = "code"
+    prompt_hint = "prompt-hint"
+
+
+@app.command("run")
+def run(
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated jsonl files with 'problem' and 'gt_answer' rows.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory, e.g. runs/x.")],
+    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai.")] = "llamacpp",
+    model: Annotated[
+        str | None, typer.Option(help="Model path or id (llamacpp: a GGUF; default: embedded SmolLM2).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="openai backend: HF tokenizer for the chat template and token counts.")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Samples per problem.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="First N problems of each task.")] = None,
+    hint: Annotated[Hint, typer.Option(help="Text that opens the assistant's turn.")] = Hint.none,
+    temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
+    top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,
+    max_tool_calls: Annotated[int, typer.Option(help="Protocol: 15.")] = 15,
+    max_tokens: Annotated[
+        int,
+        typer.Option(help="Total tokens per trajectory (protocol: 32768; capped by the model's context)."),
+    ] = 32768,
+    timeout: Timeout = 30.0,
+    concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 16,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
+) -> None:
+    """Run a model on problems with the interpreter in the loop; every trajectory is recorded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ..tasks.problems import TaskDataError, load_jsonl
+    from ..tasks.prompts import COT_INSTRUCTION, HINTS
+    from .backends import BackendError, get_backend
+    from .rollout import Limits
+    from .runner import SamplingPlan, run_samples
+    from .store import RunStore, RunStoreError
+
+    try:
+        problems = [p for path in tasks.split(",") for p in load_jsonl(path.strip(), limit=limit)]
+    except TaskDataError as exc:
+        _fail(str(exc))
+    options = {"temperature": temperature, "top_p": top_p}
+    if backend == "openai":
+        if not base_url:
+            _fail("the openai backend needs --base-url")
+        options.update(base_url=base_url, model=model, tokenizer=tokenizer)
+    elif model:
+        options["model"] = model
+    config = {
+        "tasks": tasks, "backend": backend, "model": model, "n": n, "limit": limit, "hint": hint.value,
+        "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls,
+        "max_tokens": max_tokens, "timeout_s": timeout, "cortbench": version("cortbench"),
+    }  # fmt: skip
+    identity = (
+        "tasks",
+        "backend",
+        "model",
+        "n",
+        "hint",
+        "temperature",
+        "top_p",
+        "max_tool_calls",
+        "max_tokens",
+    )
+
+    async def go() -> dict:
+        generator = get_backend(backend, **options)
+        context = getattr(generator, "context_length", None) or max_tokens
+        if context < max_tokens:
+            err_console.print(f"note: the model's context is {context} tokens; trajectories are capped there")
+        limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
+                        max_total_tokens=min(max_tokens, context))  # fmt: skip
+        plan = SamplingPlan(n=n, instruction=COT_INSTRUCTION, start=HINTS[hint.value], limits=limits,
+                            concurrency=concurrency)  # fmt: skip
+        stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
+        with RunStore.open(output, config, resume=resume, overwrite=overwrite, identity=identity) as store:
+            total = len(problems) * n
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[rate]}"), console=err_console,
+            ) as progress:  # fmt: skip
+                bar = progress.add_task("samples", total=total, completed=len(store), rate="")
+                started = time.perf_counter()
+
+                def on_record(record) -> None:
+                    stats["samples"] += 1
+                    stats["tool_calls"] += len(record.tool_calls)
+                    stats["tool_errors"] += sum(c.status != "ok" for c in record.tool_calls)
+                    stats["tokens"] += record.tokens.generated
+                    stats["length"] += record.finish_reason == "length"
+                    elapsed = time.perf_counter() - started
+                    rate = f"{stats['tokens'] / elapsed:.0f} tok/s · {stats['tool_calls'] / elapsed:.1f} calls/s · {stats['tool_errors']} code errors"
+                    progress.update(bar, advance=1, rate=rate)
+
+                async with LocalSandbox(SandboxConfig(timeout_s=timeout)) as sandbox:
+                    await run_samples(problems, generator, sandbox, store, plan, on_record=on_record)
+            stats["total_in_run"] = len(store)
+        return stats
+
+    try:
+        stats = asyncio.run(go())
+    except (BackendError, RunStoreError, SandboxError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; finished samples are in {output}: continue with --resume")
+    table = Table(title=f"cortbench run -> {output}")
+    for column in (
+        "samples written now",
+        "in the run",
+        "tool calls",
+        "code errors",
+        "generated tokens",
+        "hit length limit",
+    ):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *(str(stats[k]) for k in ("samples", "total_in_run", "tool_calls", "tool_errors", "tokens", "length"))
+    )
+    console.print(table)
 
 
 @sandbox_app.command("demo")

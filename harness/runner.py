@@ -8,19 +8,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..tasks.problems import Problem
 from .fences import split_segments
 from .records import Timing, TokenCounts, TrajectoryRecord
 from .rollout import Generator, Limits, Rollout, run_rollout
 from .sandbox import Sandbox
 from .store import RunStore
-
-
-@dataclass(frozen=True)
-class Problem:
-    task: str
-    problem_id: str
-    problem: str
-    gold: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import pytest
 
 from cortbench.harness.backends import get_backend
 from cortbench.harness.rollout import Limits
-from cortbench.harness.runner import Problem, SamplingPlan, run_samples
+from cortbench.harness.runner import SamplingPlan, run_samples
 from cortbench.harness.store import RunStore
+from cortbench.tasks.problems import Problem, load_jsonl
 from cortbench.tasks.prompts import CODE_HINT, COT_INSTRUCTION
 
 AIME24 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort" / "test_aime24.jsonl"
@@ -38,7 +39,7 @@ async def test_samples_are_recorded_and_resume_skips_them(tiny_model_dir, sandbo
 )
 async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_path):
     rows = [json.loads(line) for line in AIME24.read_text().splitlines()[:2]]
-    problems = [Problem("aime24", str(i), row["problem"], row["gt_answer"]) for i, row in enumerate(rows)]
+    problems = load_jsonl(AIME24, limit=2)
     gen = get_backend("llamacpp", temperature=0.0, n_ctx=4096)
     plan = SamplingPlan(
         n=1,
@@ -58,3 +59,12 @@ async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_p
     assert all(
         r.gold == row["gt_answer"] for r, row in zip(sorted(records, key=lambda r: r.problem_id), rows)
     )
+
+
+def test_jsonl_problems_load_and_bad_rows_fail_clearly(tmp_path):
+    problems = load_jsonl(AIME24)
+    assert len(problems) == 30 and problems[0].task == "aime24" and problems[0].problem_id == "0"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1?", "gt_answer": "2"}\n{"question": "x"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: a row needs the fields"):
+        load_jsonl(bad)

@@ -68,7 +68,10 @@ class OpenAIGenerator:
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            except OSError as exc:
+                raise BackendError(f"cannot load tokenizer {tokenizer!r}: {str(exc).splitlines()[0]}") from None
         self.tokenizer = tokenizer
         self.approximate_tokens = tokenizer is None
 
