@@ -71,7 +71,9 @@ class OpenAIGenerator:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(tokenizer)
             except OSError as exc:
-                raise BackendError(f"cannot load tokenizer {tokenizer!r}: {str(exc).splitlines()[0]}") from None
+                raise BackendError(
+                    f"cannot load tokenizer {tokenizer!r}: {str(exc).splitlines()[0]}"
+                ) from None
         self.tokenizer = tokenizer
         self.approximate_tokens = tokenizer is None
 
