@@ -45,4 +45,4 @@ def backend_names() -> list[str]:
 
 
 def _load_builtins() -> None:
-    from . import hf, llamacpp, openai  # noqa: F401 - importing registers them
+    from . import hf, llamacpp, openai, vllm  # noqa: F401 - importing registers them
