@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
+from ..registry import Registry
 from ._records import ExecResult
 
 
@@ -72,32 +73,22 @@ class SandboxBase:
         await self.close()
 
 
-SandboxFactory = Callable[..., Sandbox]
-_REGISTRY: dict[str, SandboxFactory] = {}
+def _load_builtins() -> None:
+    from . import _local, client  # noqa: F401 - importing registers them
 
 
-def register_sandbox(name: str) -> Callable[[SandboxFactory], SandboxFactory]:
+SANDBOXES: Registry[Sandbox] = Registry("sandbox", SandboxError, _load_builtins)
+
+
+def register_sandbox(name: str):
     """Register a sandbox implementation under `name` (usable as `--sandbox name`)."""
-
-    def decorate(factory: SandboxFactory) -> SandboxFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
+    return SANDBOXES.register(name)
 
 
 def sandbox_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return SANDBOXES.names()
 
 
 def get_sandbox(name: str = "local", **kwargs: Any) -> Sandbox:
     """Build a registered sandbox, e.g. `get_sandbox("remote", url="http://127.0.0.1:8080")`."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise SandboxError(f"unknown sandbox {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
-
-
-def _load_builtins() -> None:
-    from . import _local, client  # noqa: F401 - importing registers them
+    return SANDBOXES.create(name, **kwargs)
