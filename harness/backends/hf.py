@@ -9,6 +9,7 @@ import asyncio
 import threading
 from typing import Any
 
+from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..rollout import Completion
 from . import BackendError, register_backend
 
@@ -57,10 +58,10 @@ class HFGenerator:
         self._lock = threading.Lock()  # one generate at a time per model: transformers is not re-entrant
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_with_tokenizer(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return count_with_tokenizer(self.tokenizer, text)
 
     async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]) -> Completion:
         return await asyncio.to_thread(self._complete, prompt, max_tokens, stop)

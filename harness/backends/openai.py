@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..fences import stripped_stop
 from ..rollout import Completion
 from . import BackendError, register_backend
@@ -82,12 +83,12 @@ class OpenAIGenerator:
             raise BackendError(
                 "the openai backend renders prompts with the model's tokenizer: pass tokenizer="
             )
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_with_tokenizer(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is None:
             return (len(text) + 3) // 4
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return count_with_tokenizer(self.tokenizer, text)
 
     async def _post(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         url = self.base_url + path

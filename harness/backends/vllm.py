@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..rollout import Completion
 from . import BackendError, register_backend
 
@@ -51,10 +52,10 @@ class VLLMGenerator:
         self.context_length = max_model_len or getattr(self.engine.model_config, "max_model_len", None)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_with_tokenizer(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return count_with_tokenizer(self.tokenizer, text)
 
     async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]) -> Completion:
         params = self._sampling(
