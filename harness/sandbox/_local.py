@@ -154,10 +154,8 @@ def death_result(exit_code: int | None, duration: float, by_timeout: bool) -> Ex
 class _KernelProcess:
     """The harness's handle on one kernel process (PID 1 of its namespace when isolated)."""
 
-    def __init__(
-        self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, isolated: bool
-    ):
-        self.kid, self.pid, self.isolated = kid, pid, isolated
+    def __init__(self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.kid, self.pid = kid, pid
         self.reader, self.writer = reader, writer
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.killed = False
@@ -363,7 +361,7 @@ class LocalSandbox(SandboxBase):
         except (EOFError, TimeoutError, _wire.WireError, KeyError, ValueError) as exc:
             writer.close()
             raise SandboxError(f"a kernel failed to start: {exc}") from None
-        proc = _KernelProcess(kid, pid, reader, writer, self.isolated)
+        proc = _KernelProcess(kid, pid, reader, writer)
         self._kernels[kid] = proc
         try:
             hello = await asyncio.wait_for(_wire.read_frame(reader), 60)
