@@ -92,12 +92,6 @@ DEMO_CELLS = [
 ]
 
 
-class Hint(StrEnum):
-    none = "none"
-    code = "code"
-    prompt_hint = "prompt-hint"
-
-
 @app.command("run")
 def run(
     tasks: Annotated[
@@ -114,7 +108,9 @@ def run(
     ] = None,
     n: Annotated[int, typer.Option("--n", help="Samples per problem.")] = 1,
     limit: Annotated[int | None, typer.Option(help="First N problems of each task.")] = None,
-    hint: Annotated[Hint, typer.Option(help="Text that opens the assistant's turn.")] = Hint.none,
+    hint: Annotated[
+        str, typer.Option(help="Hint policy: none, prompt-hint (CoRT), code (opens the turn in a python block).")
+    ] = "none",
     temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
     top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,
     max_tool_calls: Annotated[int, typer.Option(help="Protocol: 15.")] = 15,
@@ -132,8 +128,9 @@ def run(
     from rich.table import Table
 
     from ..tasks.problems import TaskDataError, load_jsonl
-    from ..tasks.prompts import COT_INSTRUCTION, HINTS
+    from ..tasks.prompts import COT_INSTRUCTION
     from .backends import BackendError, get_backend
+    from .hints import HintError, get_hint_policy
     from .rollout import Limits
     from .runner import SamplingPlan, run_samples
     from .store import RunStore, RunStoreError
@@ -141,6 +138,10 @@ def run(
     try:
         problems = [p for path in tasks.split(",") for p in load_jsonl(path.strip(), limit=limit)]
     except TaskDataError as exc:
+        _fail(str(exc))
+    try:
+        hints = get_hint_policy(hint)
+    except HintError as exc:
         _fail(str(exc))
     options = {"temperature": temperature, "top_p": top_p}
     if backend == "openai":
@@ -150,7 +151,7 @@ def run(
     elif model:
         options["model"] = model
     config = {
-        "tasks": tasks, "backend": backend, "model": model, "n": n, "limit": limit, "hint": hint.value,
+        "tasks": tasks, "backend": backend, "model": model, "n": n, "limit": limit, "hint": hint,
         "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls,
         "max_tokens": max_tokens, "timeout_s": timeout, "cortbench": version("cortbench"),
     }  # fmt: skip
@@ -173,7 +174,7 @@ def run(
             err_console.print(f"note: the model's context is {context} tokens; trajectories are capped there")
         limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
                         max_total_tokens=min(max_tokens, context))  # fmt: skip
-        plan = SamplingPlan(n=n, instruction=COT_INSTRUCTION, start=HINTS[hint.value], limits=limits,
+        plan = SamplingPlan(n=n, instruction=COT_INSTRUCTION, hints=hints, limits=limits,
                             concurrency=concurrency)  # fmt: skip
         stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
         with RunStore.open(output, config, resume=resume, overwrite=overwrite, identity=identity) as store:

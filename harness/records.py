@@ -36,9 +36,18 @@ class ToolCall:
 
 
 @dataclass
+class InsertedHint:
+    """Text a hint policy inserted: where (`offset` into `generation`), at which point, and what."""
+
+    point: str  # "opening" | "before_code" | "after_output"
+    offset: int
+    text: str
+
+
+@dataclass
 class TokenCounts:
     generated: int = 0  # written by the model
-    total: int = 0  # prompt + generation + interpreter outputs
+    total: int = 0  # prompt + generation + interpreter outputs + inserted hints
 
 
 @dataclass
@@ -62,6 +71,7 @@ class TrajectoryRecord:
     gold: str | None = None
     segments: list[Segment] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    hints: list[InsertedHint] = field(default_factory=list)
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timing: Timing = field(default_factory=Timing)
     error: str | None = None  # why the trajectory failed, if it did (kept, never dropped)
@@ -80,6 +90,7 @@ class TrajectoryRecord:
         data = dict(data)
         data["segments"] = [Segment(**s) for s in data.get("segments", [])]
         data["tool_calls"] = [ToolCall(**c) for c in data.get("tool_calls", [])]
+        data["hints"] = [InsertedHint(**h) for h in data.get("hints", [])]
         data["tokens"] = TokenCounts(**data.get("tokens", {}))
         data["timing"] = Timing(**data.get("timing", {}))
         known = cls.__dataclass_fields__

@@ -1,6 +1,7 @@
 """The tool-integrated rollout loop: generate until a python block closes, run it, append the
 output block, continue. Each trajectory is its own coroutine, so trajectories never wait for each
-other (no synchronous rounds where the whole batch waits for its slowest sample).
+other (no synchronous rounds where the whole batch waits for its slowest sample). A hint policy
+(hints.py) may insert text when the turn opens, before a code block and after an output.
 
 Protocol facts (CoRT): at most 15 tool calls, the last allowed one's output ends with the limit
 message, after which code is no longer executed; at most 32,768 tokens per call and in total.
@@ -12,14 +13,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .fences import STOP_STRINGS, closed_code, output_block, restore_stop
-from .records import ToolCall
+from .fences import OPEN_PYTHON, STOP_STRINGS, closed_code, output_block, restore_stop
+from .hints import HintPoint, HintPolicy
+from .records import InsertedHint, ToolCall
 from .sandbox import KernelSession
 
 TOOL_LIMIT_MESSAGE = (
     "\n\n[SYSTEM]\nYou have exceeded the allowed number of code executions. You can no longer write or "
     "run code. Please continue solving the problem using your reasoning and analytical skills."
 )
+
+NO_HINTS = HintPolicy()
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -61,39 +65,56 @@ class Rollout:
     generation: str = ""
     finish_reason: FinishReason = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
+    hints: list[InsertedHint] = field(default_factory=list)
     generated_tokens: int = 0
+    inserted_tokens: int = 0  # interpreter outputs and hints
     total_tokens: int = 0
     generation_s: float = 0.0
     tools_s: float = 0.0
 
 
 async def run_rollout(
-    prompt: str, generator: Generator, kernel: KernelSession, limits: Limits = Limits(), *, start: str = ""
+    prompt: str,
+    generator: Generator,
+    kernel: KernelSession,
+    limits: Limits = Limits(),
+    *,
+    hints: HintPolicy = NO_HINTS,
 ) -> Rollout:
-    """Drive one trajectory to its end; the kernel keeps the state of all its cells.
-
-    `start` opens the assistant's turn (a hint such as CoRT's Prompt-Hint, or "```python\n" to make a
-    small model write code): it is part of the trajectory, but not counted as model-written.
-    """
-    out = Rollout(generation=start)
+    """Drive one trajectory to its end; the kernel keeps the state of all its cells."""
+    out = Rollout()
     prompt_tokens = generator.count_tokens(prompt)
-    inserted_tokens = generator.count_tokens(start) if start else 0  # hints and interpreter outputs
+
+    def insert(text: str, point: HintPoint | None = None) -> None:
+        if point is not None and text:
+            out.hints.append(InsertedHint(point, len(out.generation), text))
+        out.generation += text
+        out.inserted_tokens += generator.count_tokens(text) if text else 0
+
+    insert(hints.opening(), "opening")
     while True:
         budget = min(
             limits.max_tokens_per_call,
-            limits.max_total_tokens - prompt_tokens - out.generated_tokens - inserted_tokens,
+            limits.max_total_tokens - prompt_tokens - out.generated_tokens - out.inserted_tokens,
         )
         if budget <= 0:
             out.finish_reason = "length"
             break
         can_run = len(out.tool_calls) < limits.max_tool_calls
+        stop = (STOP_STRINGS + (OPEN_PYTHON,) if hints.watches_code else STOP_STRINGS) if can_run else ()
         start = time.perf_counter()
-        completion = await generator.complete(
-            prompt + out.generation, max_tokens=budget, stop=STOP_STRINGS if can_run else ()
-        )
+        completion = await generator.complete(prompt + out.generation, max_tokens=budget, stop=stop)
         out.generation_s += time.perf_counter() - start
         out.generated_tokens += completion.tokens
-        out.generation += restore_stop(completion.text, completion.stop)  # servers strip the fence
+        text = restore_stop(completion.text, completion.stop)  # servers strip the fence
+        if completion.finish_reason == "stop" and completion.stop == OPEN_PYTHON:
+            out.generation += text.removesuffix(OPEN_PYTHON)
+            if out.generation == "" or out.generation.endswith("\n"):  # a real block opening
+                hint = hints.before_code(out.generation)
+                insert(hint if not hint or hint.endswith("\n") else hint + "\n", "before_code")  # fence: own line
+            out.generation += OPEN_PYTHON
+            continue
+        out.generation += text
         code = closed_code(out.generation) if completion.finish_reason == "stop" and can_run else None
         if code is None:
             out.finish_reason = completion.finish_reason
@@ -101,21 +122,14 @@ async def run_rollout(
         start = time.perf_counter()
         result = await kernel.run(code)
         out.tools_s += time.perf_counter() - start
-        out.tool_calls.append(
-            ToolCall(
-                code,
-                result.output,
-                str(result.status),
-                result.duration_s,
-                result.error_name,
-                result.kernel_restarted,
-            )
+        call = ToolCall(
+            code, result.output, str(result.status), result.duration_s, result.error_name, result.kernel_restarted
         )
+        out.tool_calls.append(call)
         shown = result.output
         if len(out.tool_calls) == limits.max_tool_calls:
             shown += limits.tool_limit_message
-        block = output_block(shown)
-        out.generation += block
-        inserted_tokens += generator.count_tokens(block)
-    out.total_tokens = prompt_tokens + out.generated_tokens + inserted_tokens
+        insert(output_block(shown))
+        insert(hints.after_output(out.generation, call), "after_output")
+    out.total_tokens = prompt_tokens + out.generated_tokens + out.inserted_tokens
     return out

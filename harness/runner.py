@@ -11,19 +11,19 @@ from dataclasses import dataclass
 from ..tasks.problems import Problem
 from .fences import split_segments
 from .records import Timing, TokenCounts, TrajectoryRecord
-from .rollout import Generator, Limits, Rollout, run_rollout
+from .hints import HintPolicy
+from .rollout import NO_HINTS, Generator, Limits, Rollout, run_rollout
 from .sandbox import Sandbox
 from .store import RunStore
 
 
 @dataclass(frozen=True)
 class SamplingPlan:
-    """What to run for each problem. `instruction` follows the problem in the user message;
-    `start` opens the assistant's turn (a hint)."""
+    """What to run for each problem. `instruction` follows the problem in the user message."""
 
     n: int = 1
     instruction: str = ""
-    start: str = ""
+    hints: HintPolicy = NO_HINTS
     limits: Limits = Limits()
     concurrency: int = 64
 
@@ -43,6 +43,7 @@ def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollou
         gold=problem.gold,
         segments=segments,
         tool_calls=rollout.tool_calls,
+        hints=rollout.hints,
         tokens=TokenCounts(generated=rollout.generated_tokens, total=rollout.total_tokens),
         timing=Timing(
             started_at=started_at,
@@ -77,7 +78,7 @@ async def run_samples(
             prompt = generator.render_chat([{"role": "user", "content": problem.problem + plan.instruction}])
             started_at = time.time()
             async with sandbox.session() as kernel:
-                rollout = await run_rollout(prompt, generator, kernel, plan.limits, start=plan.start)
+                rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)
             record = build_record(problem, idx, prompt, rollout, generator, started_at)
             store.append(record)
             written += 1

@@ -8,7 +8,9 @@ COT_INSTRUCTION = (
 PROMPT_HINT = "Okay, let's try to solve this problem step by step using multiple python code calls"
 # Makes small models (SmolLM2) write code at all: the turn opens inside a python block.
 CODE_HINT = "```python\n"
-HINTS = {"none": "", "prompt-hint": PROMPT_HINT, "code": CODE_HINT}
+# Hint-Engineering's hints (inserted where a model delays computation / distrusts a result).
+DELAYED_CODE_HINT = "It looks tedious, and we can use python code to simplify the reasoning."
+DISTRUST_HINT = "We don't need to doubt the accuracy of python calculations."
 
 
 def user_message(problem: str, instruction: str = COT_INSTRUCTION) -> list[dict[str, str]]:

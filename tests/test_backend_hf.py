@@ -3,6 +3,7 @@
 import pytest
 
 from cortbench.harness.backends import BackendError, get_backend
+from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits, run_rollout
 
 
@@ -38,7 +39,7 @@ async def test_rollout_with_a_real_model_and_sandbox(tiny_model_dir, sandbox):
     prompt = "Let me compute this with python.\n"
     async with sandbox.session() as kernel:
         limits = Limits(max_total_tokens=120, max_tool_calls=2)
-        out = await run_rollout(prompt, gen, kernel, limits, start="```python\n")
+        out = await run_rollout(prompt, gen, kernel, limits, hints=get_hint_policy("code"))
     assert out.finish_reason in ("stop", "length")
     assert out.generated_tokens > 0 and out.total_tokens >= out.generated_tokens + gen.count_tokens(prompt)
     assert len(out.tool_calls) <= 2

@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 
 from cortbench.harness.backends import BackendError, get_backend
+from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits, run_rollout
 
 pytestmark = pytest.mark.skipif(
@@ -23,7 +24,7 @@ async def test_embedded_default_runs_code(sandbox):
     prompt = "<|im_start|>user\nWhat is 2**10? Compute it with python.<|im_end|>\n<|im_start|>assistant\n"
     async with sandbox.session() as kernel:
         out = await run_rollout(
-            prompt, gen, kernel, Limits(max_total_tokens=600, max_tool_calls=2), start="```python\n"
+            prompt, gen, kernel, Limits(max_total_tokens=600, max_tool_calls=2), hints=get_hint_policy("code")
         )
     assert out.tool_calls, out.generation
     assert out.generated_tokens > 0

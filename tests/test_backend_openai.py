@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cortbench.harness.backends import BackendError, get_backend
+from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits, run_rollout
 
 
@@ -69,7 +70,7 @@ async def test_rollout_through_a_real_server_executes_code(llama_server, sandbox
     prompt = f"<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
     async with sandbox.session() as kernel:
         limits = Limits(max_total_tokens=600, max_tool_calls=2)
-        out = await run_rollout(prompt, gen, kernel, limits, start="```python\n")
+        out = await run_rollout(prompt, gen, kernel, limits, hints=get_hint_policy("code"))
     assert out.tool_calls, out.generation  # the stripped fence was restored and the cell ran
     assert "```output\n" in out.generation
     assert out.generated_tokens > 0 and out.finish_reason in ("stop", "length")

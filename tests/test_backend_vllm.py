@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 
 from cortbench.harness.backends import get_backend
+from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits, run_rollout
 
 pytestmark = pytest.mark.gpu
@@ -25,6 +26,6 @@ async def test_vllm_rollout_with_the_tiny_model(tiny_model_dir, sandbox):
     )
     async with sandbox.session() as kernel:
         out = await run_rollout(
-            "Let me compute.\n", gen, kernel, Limits(max_total_tokens=200), start="```python\n"
+            "Let me compute.\n", gen, kernel, Limits(max_total_tokens=200), hints=get_hint_policy("code")
         )
     assert out.generated_tokens > 0 and out.finish_reason in ("stop", "length")

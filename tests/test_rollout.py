@@ -5,6 +5,9 @@ string and strips it), so the loop's protocol behaviour can be pinned exactly: s
 limits, the limit message, and what is never executed.
 """
 
+import pytest
+
+from cortbench.harness.hints import FixedHints, HintError, get_hint_policy
 from cortbench.harness.rollout import TOOL_LIMIT_MESSAGE, Completion, Limits, run_rollout
 
 
@@ -91,12 +94,54 @@ async def test_total_token_budget_counts_interpreter_output(sandbox):
     assert out.finish_reason == "length"  # the 50-word output used up the budget
 
 
-async def test_start_hint_opens_the_turn_and_is_not_counted_as_generated(sandbox):
+async def test_opening_hint_starts_the_turn_and_is_not_counted_as_generated(sandbox):
     gen = ScriptedGenerator(["print(6 * 7)\n```\n", "It is \\boxed{42}."])
     async with sandbox.session() as kernel:
-        out = await run_rollout("Q: ", gen, kernel, start="```python\n")
+        out = await run_rollout("Q: ", gen, kernel, hints=get_hint_policy("code"))
     assert out.generation.startswith("```python\nprint(6 * 7)\n```\n```output\n42\n```\n")
     assert out.generated_tokens == gen.count_tokens("print(6 * 7)\n```\n") + gen.count_tokens(
         "It is \\boxed{42}."
     )
     assert gen.calls[0]["prompt"] == "Q: ```python\n"
+    assert [(h.point, h.offset, h.text) for h in out.hints] == [("opening", 0, "```python\n")]
+
+
+async def test_hints_before_code_and_after_output_are_inserted_and_recorded(sandbox):
+    gen = ScriptedGenerator(
+        [
+            "Summing by hand: 1+2+...+100 is long.\n```python",  # stops as the block opens
+            "\nprint(sum(range(101)))\n```\n",
+            "So \\boxed{5050}.",
+        ]
+    )
+    policy = FixedHints(before_code_text="Let me use code.", after_output_text="Trust it.\n")
+    async with sandbox.session() as kernel:
+        out = await run_rollout("Q: ", gen, kernel, hints=policy)
+    assert out.generation == (
+        "Summing by hand: 1+2+...+100 is long.\nLet me use code.\n```python\nprint(sum(range(101)))\n```\n"
+        "```output\n5050\n```\nTrust it.\nSo \\boxed{5050}."
+    )
+    assert [(h.point, out.generation[h.offset : h.offset + len(h.text)]) for h in out.hints] == [
+        ("before_code", "Let me use code.\n"),
+        ("after_output", "Trust it.\n"),
+    ]
+    assert "```python" in gen.calls[0]["stop"]
+    assert gen.calls[1]["prompt"].endswith("Let me use code.\n```python")
+    assert out.generated_tokens == sum(gen.count_tokens(t) for t in (
+        "Summing by hand: 1+2+...+100 is long.\n```python", "\nprint(sum(range(101)))\n```\n", "So \\boxed{5050}."
+    ))  # fmt: skip
+    assert out.total_tokens == 1 + out.generated_tokens + out.inserted_tokens
+
+
+async def test_code_openings_are_only_watched_when_the_policy_asks(sandbox):
+    gen = ScriptedGenerator([".\n```python\nprint(1)\n```\n", "Done."])
+    async with sandbox.session() as kernel:
+        out = await run_rollout("Q: ", gen, kernel, hints=get_hint_policy("prompt-hint"))
+    assert "```python" not in gen.calls[0]["stop"]
+    assert out.hints[0].point == "opening" and out.generation.startswith("Okay, let's try")
+    assert len(out.tool_calls) == 1
+
+
+def test_unknown_hint_policy_is_a_clear_error():
+    with pytest.raises(HintError, match="unknown hint policy 'nope'; known: code, none, prompt-hint"):
+        get_hint_policy("nope")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cortbench.harness.backends import get_backend
+from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits
 from cortbench.harness.runner import SamplingPlan, run_samples
 from cortbench.harness.store import RunStore
@@ -19,7 +20,7 @@ AIME24 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort" / "tes
 async def test_samples_are_recorded_and_resume_skips_them(tiny_model_dir, sandbox, tmp_path):
     gen = get_backend("hf", model=tiny_model_dir, temperature=0.0)
     problems = [Problem("toy", str(i), f"What is {i} + {i}?", str(2 * i)) for i in range(2)]
-    plan = SamplingPlan(n=2, start=CODE_HINT, limits=Limits(max_total_tokens=200, max_tool_calls=2))
+    plan = SamplingPlan(n=2, hints=get_hint_policy("code"), limits=Limits(max_total_tokens=200, max_tool_calls=2))
     with RunStore.open(tmp_path / "run", {"model": tiny_model_dir}) as store:
         assert await run_samples(problems, gen, sandbox, store, plan) == 4
         records = list(store.records())
@@ -44,7 +45,7 @@ async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_p
     plan = SamplingPlan(
         n=1,
         instruction=COT_INSTRUCTION,
-        start=CODE_HINT,
+        hints=get_hint_policy("code"),
         limits=Limits(max_total_tokens=1500, max_tool_calls=3),
     )
     with RunStore.open(tmp_path / "run", {"model": "smollm2"}) as store:
