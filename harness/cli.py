@@ -109,7 +109,8 @@ def run(
     n: Annotated[int, typer.Option("--n", help="Samples per problem.")] = 1,
     limit: Annotated[int | None, typer.Option(help="First N problems of each task.")] = None,
     hint: Annotated[
-        str, typer.Option(help="Hint policy: none, prompt-hint (CoRT), code (opens the turn in a python block).")
+        str,
+        typer.Option(help="Hint policy: none, prompt-hint (CoRT), code (opens the turn in a python block)."),
     ] = "none",
     temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
     top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,

@@ -111,7 +111,9 @@ async def run_rollout(
             out.generation += text.removesuffix(OPEN_PYTHON)
             if out.generation == "" or out.generation.endswith("\n"):  # a real block opening
                 hint = hints.before_code(out.generation)
-                insert(hint if not hint or hint.endswith("\n") else hint + "\n", "before_code")  # fence: own line
+                insert(
+                    hint if not hint or hint.endswith("\n") else hint + "\n", "before_code"
+                )  # fence: own line
             out.generation += OPEN_PYTHON
             continue
         out.generation += text
@@ -123,7 +125,12 @@ async def run_rollout(
         result = await kernel.run(code)
         out.tools_s += time.perf_counter() - start
         call = ToolCall(
-            code, result.output, str(result.status), result.duration_s, result.error_name, result.kernel_restarted
+            code,
+            result.output,
+            str(result.status),
+            result.duration_s,
+            result.error_name,
+            result.kernel_restarted,
         )
         out.tool_calls.append(call)
         shown = result.output

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from ..tasks.problems import Problem
 from .fences import split_segments
-from .records import Timing, TokenCounts, TrajectoryRecord
 from .hints import HintPolicy
+from .records import Timing, TokenCounts, TrajectoryRecord
 from .rollout import NO_HINTS, Generator, Limits, Rollout, run_rollout
 from .sandbox import Sandbox
 from .store import RunStore

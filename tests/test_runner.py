@@ -20,7 +20,9 @@ AIME24 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort" / "tes
 async def test_samples_are_recorded_and_resume_skips_them(tiny_model_dir, sandbox, tmp_path):
     gen = get_backend("hf", model=tiny_model_dir, temperature=0.0)
     problems = [Problem("toy", str(i), f"What is {i} + {i}?", str(2 * i)) for i in range(2)]
-    plan = SamplingPlan(n=2, hints=get_hint_policy("code"), limits=Limits(max_total_tokens=200, max_tool_calls=2))
+    plan = SamplingPlan(
+        n=2, hints=get_hint_policy("code"), limits=Limits(max_total_tokens=200, max_tool_calls=2)
+    )
     with RunStore.open(tmp_path / "run", {"model": tiny_model_dir}) as store:
         assert await run_samples(problems, gen, sandbox, store, plan) == 4
         records = list(store.records())
