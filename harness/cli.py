@@ -1,4 +1,10 @@
-"""The `cortbench` command line."""
+"""The `cortbench` command line.
+
+The harness's own commands live here. The other parts (tasks, analyzers, leaderboards, trainers)
+and third-party packages add theirs through the `cortbench.commands` entry-point group: each entry
+is a function that takes the typer app. That keeps the data flow one way: the harness never
+imports the parts downstream of it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,14 @@ import asyncio
 import sys
 import time
 from enum import StrEnum
-from importlib.metadata import version
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
+from .console import console, err_console, fail
 from .sandbox import ExecResult, LocalSandbox, SandboxConfig, SandboxError
 
 app = typer.Typer(
@@ -29,8 +35,6 @@ sandbox_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sandbox_app, name="sandbox")
-console = Console()
-err_console = Console(stderr=True)
 
 
 class Isolation(StrEnum):
@@ -58,19 +62,14 @@ def main(
     """cortbench: evaluate and train models that reason with a Python interpreter."""
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
 def _run(coro):
     """Run a command's coroutine; sandbox failures become one clear line and exit status 1."""
     try:
         return asyncio.run(coro)
     except SandboxError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted")
+        fail("interrupted")
 
 
 def _show(index: int, code: str, result: ExecResult) -> None:
@@ -139,15 +138,15 @@ def run(
     try:
         problems = [p for path in tasks.split(",") for p in load_jsonl(path.strip(), limit=limit)]
     except TaskDataError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         hints = get_hint_policy(hint)
     except HintError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     options = {"temperature": temperature, "top_p": top_p}
     if backend == "openai":
         if not base_url:
-            _fail("the openai backend needs --base-url")
+            fail("the openai backend needs --base-url")
         options.update(base_url=base_url, model=model, tokenizer=tokenizer)
     elif model:
         options["model"] = model
@@ -205,9 +204,9 @@ def run(
     try:
         stats = asyncio.run(go())
     except (BackendError, RunStoreError, SandboxError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
-        _fail(f"interrupted; finished samples are in {output}: continue with --resume")
+        fail(f"interrupted; finished samples are in {output}: continue with --resume")
     table = Table(title=f"cortbench run -> {output}")
     for column in (
         "samples written now",
@@ -258,7 +257,7 @@ def sandbox_exec(
         try:
             cells.append(sys.stdin.read() if str(path) == "-" else path.read_text())
         except OSError as exc:
-            _fail(f"cannot read {path}: {exc.strerror}")
+            fail(f"cannot read {path}: {exc.strerror}")
 
     async def go() -> None:
         config = SandboxConfig(
@@ -329,10 +328,21 @@ def sandbox_serve(
             max_concurrency=max_concurrency,
         )
     except SandboxError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":
     app()
+
+
+def _add_commands_of_other_parts() -> None:
+    for entry in sorted(entry_points(group="cortbench.commands"), key=lambda e: e.name):
+        try:
+            entry.load()(app)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            err_console.print(f"warning: cannot load the {entry.name!r} commands ({entry.value}): {exc}")
+
+
+_add_commands_of_other_parts()
