@@ -94,10 +94,15 @@ DEMO_CELLS = [
 @app.command("run")
 def run(
     tasks: Annotated[
-        str, typer.Option("--tasks", help="Comma-separated jsonl files with 'problem' and 'gt_answer' rows.")
+        str,
+        typer.Option(
+            "--tasks",
+            help="Comma-separated task names or groups (cortbench tasks), .jsonl files with 'problem' and "
+            "'gt_answer' rows, or task .yaml files.",
+        ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory, e.g. runs/x.")],
-    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai.")] = "llamacpp",
+    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai, vllm.")] = "llamacpp",
     model: Annotated[
         str | None, typer.Option(help="Model path or id (llamacpp: a GGUF; default: embedded SmolLM2).")
     ] = None,
@@ -105,20 +110,32 @@ def run(
     tokenizer: Annotated[
         str | None, typer.Option(help="openai backend: HF tokenizer for the chat template and token counts.")
     ] = None,
-    n: Annotated[int, typer.Option("--n", help="Samples per problem.")] = 1,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local folder with the benchmark files (default: $CORTBENCH_DATA_DIR, else the hub)."
+        ),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Samples per problem (default: each task's k).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="First N problems of each task.")] = None,
     hint: Annotated[
         str,
         typer.Option(help="Hint policy: none, prompt-hint (CoRT), code (opens the turn in a python block)."),
     ] = "none",
-    temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
-    top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,
-    max_tool_calls: Annotated[int, typer.Option(help="Protocol: 15.")] = 15,
+    temperature: Annotated[float | None, typer.Option(help="Default: the tasks' protocol (0.6).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Default: the tasks' protocol (0.95).")] = None,
+    max_tool_calls: Annotated[int | None, typer.Option(help="Default: the tasks' protocol (15).")] = None,
     max_tokens: Annotated[
-        int,
-        typer.Option(help="Total tokens per trajectory (protocol: 32768; capped by the model's context)."),
-    ] = 32768,
-    timeout: Timeout = 30.0,
+        int | None,
+        typer.Option(
+            help="Tokens per trajectory (default: the tasks' protocol, 32768; capped by the model's context)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds per cell (protocol: 30).")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 16,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
@@ -127,22 +144,42 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..tasks.problems import TaskDataError, load_jsonl
-    from ..tasks.prompts import COT_INSTRUCTION
+    from ..tasks.loading import data_dir as resolve_data_dir
+    from ..tasks.loading import load_problems, source_of
+    from ..tasks.problems import TaskDataError
+    from ..tasks.registry import resolve_tasks
     from .backends import BackendError, get_backend
     from .hints import HintError, get_hint_policy
     from .rollout import Limits
     from .runner import SamplingPlan, run_samples
     from .store import RunStore, RunStoreError
 
+    folder = resolve_data_dir(data_dir)
     try:
-        problems = [p for path in tasks.split(",") for p in load_jsonl(path.strip(), limit=limit)]
-    except TaskDataError as exc:
-        fail(str(exc))
-    try:
+        specs = resolve_tasks(tasks)
+        problems = [p for spec in specs for p in load_problems(spec, folder, limit=limit)]
         hints = get_hint_policy(hint)
-    except HintError as exc:
+    except (TaskDataError, HintError) as exc:
         fail(str(exc))
+
+    def protocol(name: str, given):
+        """An explicit option wins; otherwise the tasks' protocol value, which must then agree."""
+        if given is not None:
+            return given
+        values = {getattr(spec.protocol, name) for spec in specs}
+        if len(values) > 1:
+            fail(
+                f"the tasks disagree on {name} ({sorted(values)}): set --{name.replace('_', '-')} explicitly"
+            )
+        return values.pop()
+
+    temperature, top_p = protocol("temperature", temperature), protocol("top_p", top_p)
+    max_tool_calls, max_tokens = (
+        protocol("max_tool_calls", max_tool_calls),
+        protocol("max_tokens", max_tokens),
+    )
+    timeout = protocol("timeout_s", timeout)
+    samples = {spec.name: (n or spec.protocol.k, spec.instruction) for spec in specs}
     options = {"temperature": temperature, "top_p": top_p}
     if backend == "openai":
         if not base_url:
@@ -151,15 +188,17 @@ def run(
     elif model:
         options["model"] = model
     config = {
-        "tasks": tasks, "backend": backend, "model": model, "n": n, "limit": limit, "hint": hint,
-        "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls,
-        "max_tokens": max_tokens, "timeout_s": timeout, "cortbench": version("cortbench"),
+        "tasks": ",".join(spec.name for spec in specs), "backend": backend, "model": model,
+        "samples": {name: k for name, (k, _) in samples.items()}, "limit": limit, "hint": hint,
+        "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls, "max_tokens": max_tokens,
+        "timeout_s": timeout, "sources": {spec.name: source_of(spec, folder) for spec in specs},
+        "cortbench": version("cortbench"),
     }  # fmt: skip
     identity = (
         "tasks",
         "backend",
         "model",
-        "n",
+        "samples",
         "hint",
         "temperature",
         "top_p",
@@ -174,11 +213,10 @@ def run(
             err_console.print(f"note: the model's context is {context} tokens; trajectories are capped there")
         limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
                         max_total_tokens=min(max_tokens, context))  # fmt: skip
-        plan = SamplingPlan(n=n, instruction=COT_INSTRUCTION, hints=hints, limits=limits,
-                            concurrency=concurrency)  # fmt: skip
+        plan = SamplingPlan(hints=hints, limits=limits, concurrency=concurrency, per_task=samples)
         stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
         with RunStore.open(output, config, resume=resume, overwrite=overwrite, identity=identity) as store:
-            total = len(problems) * n
+            total = sum(samples[p.task][0] for p in problems)
             with Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[rate]}"), console=err_console,
@@ -333,10 +371,6 @@ def sandbox_serve(
         fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 def _add_commands_of_other_parts() -> None:
     for entry in sorted(entry_points(group="cortbench.commands"), key=lambda e: e.name):
         try:
@@ -346,3 +380,6 @@ def _add_commands_of_other_parts() -> None:
 
 
 _add_commands_of_other_parts()
+
+if __name__ == "__main__":
+    app()

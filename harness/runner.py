@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from ..tasks.problems import Problem
 from .fences import split_segments
@@ -19,13 +19,21 @@ from .store import RunStore
 
 @dataclass(frozen=True)
 class SamplingPlan:
-    """What to run for each problem. `instruction` follows the problem in the user message."""
+    """What to run for each problem: `n` samples, with `instruction` after the problem in the user
+    message; `per_task` overrides both for named tasks (each benchmark has its own k)."""
 
     n: int = 1
     instruction: str = ""
     hints: HintPolicy = NO_HINTS
     limits: Limits = Limits()
     concurrency: int = 64
+    per_task: Mapping[str, tuple[int, str]] = field(default_factory=dict)  # task -> (n, instruction)
+
+    def samples(self, task: str) -> int:
+        return self.per_task.get(task, (self.n, self.instruction))[0]
+
+    def instruction_for(self, task: str) -> str:
+        return self.per_task.get(task, (self.n, self.instruction))[1]
 
 
 def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollout, generator: Generator,
@@ -68,14 +76,21 @@ async def run_samples(
     for each other. A backend or sandbox failure stops the run; what was written stays written,
     and a resume continues from there.
     """
-    todo = [(p, i) for p in problems for i in range(plan.n) if not store.is_done(p.task, p.problem_id, i)]
+    todo = [
+        (p, i)
+        for p in problems
+        for i in range(plan.samples(p.task))
+        if not store.is_done(p.task, p.problem_id, i)
+    ]
     slots = asyncio.Semaphore(plan.concurrency)
     written = 0
 
     async def one(problem: Problem, idx: int) -> None:
         nonlocal written
         async with slots:
-            prompt = generator.render_chat([{"role": "user", "content": problem.problem + plan.instruction}])
+            prompt = generator.render_chat(
+                [{"role": "user", "content": problem.problem + plan.instruction_for(problem.task)}]
+            )
             started_at = time.time()
             async with sandbox.session() as kernel:
                 rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)

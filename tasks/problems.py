@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,10 @@ class Problem:
     problem_id: str
     problem: str
     gold: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # subject, level, unit, ...
+
+    def with_meta(self, meta: dict[str, Any]) -> Problem:
+        return replace(self, meta={**self.meta, **meta})
 
 
 class TaskDataError(ValueError):

@@ -1,7 +1,19 @@
+from pathlib import Path
+
 import pytest
 import pytest_asyncio
 
 from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
+
+CORT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cort"
+
+
+@pytest.fixture(scope="session")
+def cort_data() -> Path:
+    """The paper's benchmark files (../shared/data/cort beside the checkout, as in CI)."""
+    if not (CORT_DATA / "test_aime24.jsonl").is_file():
+        pytest.skip(f"benchmark files not found at {CORT_DATA}")
+    return CORT_DATA
 
 
 @pytest_asyncio.fixture

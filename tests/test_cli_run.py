@@ -52,7 +52,13 @@ def test_bad_task_file_is_one_clear_line(tmp_path):
         "run", "--tasks", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "r"), timeout=60
     )
     assert done.returncode == 1
-    assert done.stderr.strip().startswith("error: cannot read") and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: task file {tmp_path / 'missing.jsonl'} does not exist"
+
+
+def test_unknown_task_name_lists_the_known_ones(tmp_path):
+    done = _cortbench("run", "--tasks", "aime42", "-o", str(tmp_path / "r"), timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "unknown task 'aime42'; known: cort_math, aime24, aime25" in done.stderr
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tiny_model_dir, toy_tasks, tmp_path):
