@@ -48,6 +48,12 @@ class InsertedHint:
 class TokenCounts:
     generated: int = 0  # written by the model
     total: int = 0  # prompt + generation + interpreter outputs + inserted hints
+    prompt: int | None = None  # None in records written before it was stored
+
+    @property
+    def response(self) -> int | None:
+        """The whole generation, interpreter outputs included: the paper's token count."""
+        return None if self.prompt is None else self.total - self.prompt
 
 
 @dataclass

@@ -66,6 +66,7 @@ class Rollout:
     finish_reason: FinishReason = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
     hints: list[InsertedHint] = field(default_factory=list)
+    prompt_tokens: int = 0
     generated_tokens: int = 0
     inserted_tokens: int = 0  # interpreter outputs and hints
     total_tokens: int = 0
@@ -83,7 +84,7 @@ async def run_rollout(
 ) -> Rollout:
     """Drive one trajectory to its end; the kernel keeps the state of all its cells."""
     out = Rollout()
-    prompt_tokens = generator.count_tokens(prompt)
+    out.prompt_tokens = prompt_tokens = generator.count_tokens(prompt)
 
     def insert(text: str, point: HintPoint | None = None) -> None:
         if point is not None and text:

@@ -27,6 +27,25 @@ class RunStoreError(RuntimeError):
     """The run directory cannot be used as asked (exists, config differs, unreadable)."""
 
 
+def read_run(path: str | Path) -> tuple[dict[str, Any], list[TrajectoryRecord]]:
+    """A run's configuration and records, read-only (a torn last line of a live or crashed run is
+    skipped, not cut): what analyzers, scoring and leaderboards read."""
+    path = Path(path)
+    if not (path / SAMPLES).is_file():
+        raise RunStoreError(f"{path} is not a run directory (no {SAMPLES})")
+    config = RunStore._read_config(path) if (path / CONFIG).exists() else {}
+    records = []
+    with open(path / SAMPLES, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                break
+            try:
+                records.append(TrajectoryRecord.from_dict(json.loads(line)))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise RunStoreError(f"{path / SAMPLES}:{number}: not a record ({exc})") from None
+    return config, records
+
+
 class RunStore:
     """Append-only storage of one run's trajectory records."""
 
@@ -124,12 +143,6 @@ class RunStore:
                 raise RunStoreError(f"short write to {self.path / SAMPLES} ({written} of {len(line)} bytes)")
             os.fsync(self._fd)
             self._done.add(record.key)
-
-    def records(self) -> Iterator[TrajectoryRecord]:
-        with open(self.path / SAMPLES, encoding="utf-8") as fh:
-            for line in fh:
-                if line.endswith("\n"):
-                    yield TrajectoryRecord.from_dict(json.loads(line))
 
     def close(self) -> None:
         with self._lock:

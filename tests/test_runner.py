@@ -10,7 +10,7 @@ from cortbench.harness.backends import get_backend
 from cortbench.harness.hints import get_hint_policy
 from cortbench.harness.rollout import Limits
 from cortbench.harness.runner import SamplingPlan, run_samples
-from cortbench.harness.store import RunStore
+from cortbench.harness.store import RunStore, read_run
 from cortbench.tasks.problems import Problem, load_jsonl
 from cortbench.tasks.prompts import CODE_HINT, COT_INSTRUCTION
 
@@ -25,7 +25,7 @@ async def test_samples_are_recorded_and_resume_skips_them(tiny_model_dir, sandbo
     )
     with RunStore.open(tmp_path / "run", {"model": tiny_model_dir}) as store:
         assert await run_samples(problems, gen, sandbox, store, plan) == 4
-        records = list(store.records())
+        records = read_run(store.path)[1]
     assert sorted(r.key for r in records) == [("toy", p, i) for p in "01" for i in range(2)]
     for record in records:
         assert record.generation.startswith(CODE_HINT)
@@ -52,7 +52,7 @@ async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_p
     )
     with RunStore.open(tmp_path / "run", {"model": "smollm2"}) as store:
         await run_samples(problems, gen, sandbox, store, plan)
-        records = list(store.records())
+        records = read_run(store.path)[1]
     assert len(records) == 2
     assert all(r.prompt.startswith("<|im_start|>") and COT_INSTRUCTION.strip() in r.prompt for r in records)
     for r in records:  # SmolLM2 cannot solve AIME; what matters is complete, consistent records
