@@ -91,6 +91,17 @@ DEMO_CELLS = [
 ]
 
 
+def _backend_options(backend: str, model, base_url, tokenizer, temperature: float, top_p: float) -> dict:
+    options = {"temperature": temperature, "top_p": top_p}
+    if backend == "openai":
+        if not base_url:
+            fail("the openai backend needs --base-url")
+        options.update(base_url=base_url, model=model, tokenizer=tokenizer)
+    elif model:
+        options["model"] = model
+    return options
+
+
 @app.command("run")
 def run(
     tasks: Annotated[
@@ -180,13 +191,7 @@ def run(
     )
     timeout = protocol("timeout_s", timeout)
     samples = {spec.name: (n or spec.protocol.k, spec.instruction) for spec in specs}
-    options = {"temperature": temperature, "top_p": top_p}
-    if backend == "openai":
-        if not base_url:
-            fail("the openai backend needs --base-url")
-        options.update(base_url=base_url, model=model, tokenizer=tokenizer)
-    elif model:
-        options["model"] = model
+    options = _backend_options(backend, model, base_url, tokenizer, temperature, top_p)
     config = {
         "tasks": ",".join(spec.name for spec in specs), "backend": backend, "model": model,
         "samples": {name: k for name, (k, _) in samples.items()}, "limit": limit, "hint": hint,
@@ -259,6 +264,63 @@ def run(
         *(str(stats[k]) for k in ("samples", "total_in_run", "tool_calls", "tool_errors", "tokens", "length"))
     )
     console.print(table)
+
+
+@app.command("serve")
+def serve_completions(
+    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai, vllm.")] = "llamacpp",
+    model: Annotated[
+        str | None, typer.Option(help="Model path or id (llamacpp: default embedded SmolLM2).")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="openai backend: the upstream server's /v1 URL.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="openai backend: HF tokenizer for the chat template.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; keep it on a private network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    served_name: Annotated[str, typer.Option(help="Model name reported by /v1/models.")] = "cortbench",
+    hint: Annotated[str, typer.Option(help="Hint policy: none, prompt-hint, code.")] = "none",
+    prompt_format: Annotated[
+        str, typer.Option(help="chat: prompts are user messages (chat template applied); raw: used as is.")
+    ] = "chat",
+    temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
+    top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,
+    max_tool_calls: Annotated[int, typer.Option(help="Protocol: 15.")] = 15,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per trajectory (protocol: 32768).")] = 32768,
+    timeout: Timeout = 30.0,
+    concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 64,
+    record: Annotated[
+        Path | None, typer.Option(help="Also append every trajectory to this run directory (resumable).")
+    ] = None,
+) -> None:
+    """Serve tool-integrated reasoning behind an OpenAI-compatible /v1/completions API: each prompt runs
+    the whole tool loop and the completion is the full transcript (for lm-eval's local-completions)."""
+    from .backends import BackendError, get_backend
+    from .completions_server import ServeConfig, serve
+    from .hints import HintError, get_hint_policy
+    from .rollout import Limits
+
+    if prompt_format not in ("chat", "raw"):
+        fail(f"--prompt-format must be chat or raw, not {prompt_format!r}")
+    try:
+        hints = get_hint_policy(hint)
+        generator = get_backend(
+            backend, **_backend_options(backend, model, base_url, tokenizer, temperature, top_p)
+        )
+    except (HintError, BackendError) as exc:
+        fail(str(exc))
+    context = getattr(generator, "context_length", None) or max_tokens
+    limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
+                    max_total_tokens=min(max_tokens, context))  # fmt: skip
+    config = ServeConfig(served_name, limits, hints, prompt_format, concurrency, record)  # type: ignore[arg-type]
+    try:
+        serve(host, port, generator, SandboxConfig(timeout_s=timeout), config)
+    except SandboxError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 @sandbox_app.command("demo")

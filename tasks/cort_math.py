@@ -18,6 +18,7 @@ CORT_MATH = (
     TaskSpec(
         "aime24",
         "AIME 2024 I and II: 30 problems, integer answers (some zero-padded, e.g. 025)",
+        label="AIME24",
         file="test_aime24.jsonl",
         hub=HubSource("HuggingFaceH4/aime_2024", "train"),
         size=30,
@@ -28,6 +29,7 @@ CORT_MATH = (
     TaskSpec(
         "aime25",
         "AIME 2025 I and II: 30 problems, integer answers",
+        label="AIME25",
         file="test_aime25.jsonl",
         hub=HubSource("math-ai/aime25", "test"),
         size=30,
@@ -37,6 +39,7 @@ CORT_MATH = (
     TaskSpec(
         "amc23",
         "AMC 2023: 40 problems, numeric answers stored as floats (27.0)",
+        label="AMC23",
         file="test_amc23.jsonl",
         hub=HubSource("math-ai/amc23", "test"),
         size=40,
@@ -47,6 +50,7 @@ CORT_MATH = (
     TaskSpec(
         "math500",
         "MATH500 (PRM800K test split): 500 problems, LaTeX answers",
+        label="MATH500",
         file="test_math500.jsonl",
         hub=HubSource("HuggingFaceH4/MATH-500", "test", id=("unique_id",)),
         size=500,
@@ -57,6 +61,7 @@ CORT_MATH = (
     TaskSpec(
         "olympiad_bench",
         "OlympiadBench, English open-ended competition math (text only): 675 problems, LaTeX answers",
+        label="Olympiad",
         file="test_olympiad_bench.jsonl",
         hub=HubSource(
             "Hothan/OlympiadBench", "train", config="OE_TO_maths_en_COMP", answer=("final_answer",)

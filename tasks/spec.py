@@ -45,6 +45,11 @@ class TaskSpec:
     instruction: str = COT_INSTRUCTION
     protocol: Protocol = field(default_factory=Protocol)
     meta_file: str | None = None  # optional per-row metadata jsonl (in the data folder), joined by row
+    label: str | None = None  # column title in tables and leaderboards (default: the name)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,169 @@
+"""`cortbench serve`: the whole tool loop behind an OpenAI-compatible completions API.
+
+Any tool that speaks `/v1/completions` (lm-eval's `local-completions`, OpenAI clients, other
+harnesses) gets tool-integrated reasoning without knowing about it: each prompt becomes one
+trajectory, run with cortbench's backend, sandbox, limits and hint policy, and the completion text
+is the full transcript (reasoning, code blocks and interpreter output blocks).
+
+    POST /v1/completions  {"prompt": str | [str], "max_tokens": int?, ...}
+        -> {"choices": [{"text": transcript, "finish_reason", "cortbench": {tool calls, ...}}], "usage"}
+    GET  /v1/models, GET /health
+
+Prompts are user messages by default (`prompt_format="chat"`: rendered with the model's chat
+template, as the protocol asks); `"raw"` continues them as they are. Sampling is the server's
+(`--temperature`, `--top-p`: the protocol's values by default); a request's `max_tokens` lowers the
+token budget, other request fields are ignored: the tool loop decides where a turn ends. With a run
+directory to record into, every trajectory is also appended there as a cortbench record.
+
+No authentication: bind it to loopback or a private network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+
+from ..tasks.problems import Problem
+from .hints import HintPolicy
+from .rollout import NO_HINTS, Generator, Limits, run_rollout
+from .runner import build_record
+from .sandbox import LocalSandbox, SandboxConfig
+from .store import RunStore
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send many fields we do not use
+
+    prompt: str | list[str]
+    model: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: str = "cortbench"
+    limits: Limits = Limits()
+    hints: HintPolicy = NO_HINTS
+    prompt_format: Literal["chat", "raw"] = "chat"
+    concurrency: int = 64
+    record_dir: Path | None = None
+
+
+class _Recorder:
+    """Appends each served trajectory to a run store; repeated prompts get the next sample index."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.store = RunStore.open(path, config, resume=True)
+        self.next_idx: Counter[str] = Counter()
+
+    def problem(self, prompt: str) -> tuple[Problem, int]:
+        pid = hashlib.sha1(prompt.encode()).hexdigest()[:16]
+        while self.store.is_done("serve", pid, self.next_idx[pid]):
+            self.next_idx[pid] += 1
+        idx = self.next_idx[pid]
+        self.next_idx[pid] += 1
+        return Problem("serve", pid, prompt), idx
+
+
+def create_app(
+    generator: Generator, sandbox_config: SandboxConfig, config: ServeConfig = ServeConfig()
+) -> FastAPI:
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with LocalSandbox(sandbox_config) as sandbox:
+            state["sandbox"] = sandbox
+            state["slots"] = asyncio.Semaphore(config.concurrency)
+            if config.record_dir is not None:
+                state["recorder"] = _Recorder(config.record_dir, {"served_model": config.model_name})
+            try:
+                yield
+            finally:
+                if "recorder" in state:
+                    state["recorder"].store.close()
+                if hasattr(generator, "aclose"):
+                    await generator.aclose()
+
+    app = FastAPI(title="cortbench tool-integrated completions", lifespan=lifespan)
+
+    async def trajectory(text: str, max_tokens: int | None) -> dict[str, Any]:
+        prompt = (
+            generator.render_chat([{"role": "user", "content": text}])
+            if config.prompt_format == "chat"
+            else text
+        )
+        limits = config.limits
+        if max_tokens:
+            budget = generator.count_tokens(prompt) + max_tokens
+            limits = replace(limits, max_total_tokens=min(limits.max_total_tokens, budget))
+        started_at = time.time()
+        async with state["slots"], state["sandbox"].session() as kernel:
+            rollout = await run_rollout(prompt, generator, kernel, limits, hints=config.hints)
+        if "recorder" in state:
+            recorder: _Recorder = state["recorder"]
+            problem, idx = recorder.problem(text)
+            recorder.store.append(build_record(problem, idx, prompt, rollout, generator, started_at))
+        calls = rollout.tool_calls
+        return {
+            "text": rollout.generation,
+            "finish_reason": rollout.finish_reason,
+            "logprobs": None,
+            "cortbench": {
+                "tool_calls": len(calls),
+                "failed_tool_calls": sum(c.status != "ok" for c in calls),
+                "generated_tokens": rollout.generated_tokens,
+                "response_tokens": rollout.total_tokens - rollout.prompt_tokens,
+            },
+            "_usage": (rollout.prompt_tokens, rollout.total_tokens - rollout.prompt_tokens),
+        }
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest) -> dict[str, Any]:
+        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        choices = await asyncio.gather(*(trajectory(p, request.max_tokens) for p in prompts))
+        usage = [c.pop("_usage") for c in choices]
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": config.model_name,
+            "choices": [{"index": i, **c} for i, c in enumerate(choices)],
+            "usage": {
+                "prompt_tokens": sum(p for p, _ in usage),
+                "completion_tokens": sum(c for _, c in usage),
+                "total_tokens": sum(p + c for p, c in usage),
+            },
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": config.model_name, "object": "model", "owned_by": "cortbench"}],
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": config.model_name, "isolated": state["sandbox"].isolated}
+
+    return app
+
+
+def serve(
+    host: str, port: int, generator: Generator, sandbox_config: SandboxConfig, config: ServeConfig
+) -> None:
+    """Run the server (blocking)."""
+    import uvicorn
+
+    uvicorn.run(create_app(generator, sandbox_config, config), host=host, port=port, log_level="warning")
