@@ -5,8 +5,9 @@ harnesses) gets tool-integrated reasoning without knowing about it: each prompt 
 trajectory, run with cortbench's backend, sandbox, limits and hint policy, and the completion text
 is the full transcript (reasoning, code blocks and interpreter output blocks).
 
-    POST /v1/completions  {"prompt": str | [str], "max_tokens": int?, ...}
+    POST /v1/completions  {"prompt": str | [str] | [{role, content}], "max_tokens": int?, ...}
         -> {"choices": [{"text": transcript, "finish_reason", "cortbench": {tool calls, ...}}], "usage"}
+    POST /v1/chat/completions  {"messages": [...]} -> {"choices": [{"message": {"content": transcript}}]}
     GET  /v1/models, GET /health
 
 Prompts are user messages by default (`prompt_format="chat"`: rendered with the model's chat
@@ -44,7 +45,17 @@ from .store import RunStore
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send many fields we do not use
 
-    prompt: str | list[str]
+    prompt: (
+        str | list[str] | list[dict[str, str]]
+    )  # a list of {role, content}: one chat (lm-eval's chat mode)
+    model: str | None = None
+    max_tokens: int | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[dict[str, str]]
     model: str | None = None
     max_tokens: int | None = None
 
@@ -97,12 +108,13 @@ def create_app(
 
     app = FastAPI(title="cortbench tool-integrated completions", lifespan=lifespan)
 
-    async def trajectory(text: str, max_tokens: int | None) -> dict[str, Any]:
-        prompt = (
-            generator.render_chat([{"role": "user", "content": text}])
-            if config.prompt_format == "chat"
-            else text
-        )
+    async def trajectory(request: str | list[dict[str, str]], max_tokens: int | None) -> dict[str, Any]:
+        if isinstance(request, list):  # a chat
+            prompt, text = generator.render_chat(request), request[-1]["content"]
+        elif config.prompt_format == "chat":  # a user message
+            prompt, text = generator.render_chat([{"role": "user", "content": request}]), request
+        else:
+            prompt = text = request
         limits = config.limits
         if max_tokens:
             budget = generator.count_tokens(prompt) + max_tokens
@@ -128,14 +140,11 @@ def create_app(
             "_usage": (rollout.prompt_tokens, rollout.total_tokens - rollout.prompt_tokens),
         }
 
-    @app.post("/v1/completions")
-    async def completions(request: CompletionRequest) -> dict[str, Any]:
-        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        choices = await asyncio.gather(*(trajectory(p, request.max_tokens) for p in prompts))
+    def response(kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         usage = [c.pop("_usage") for c in choices]
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
+            "object": kind,
             "created": int(time.time()),
             "model": config.model_name,
             "choices": [{"index": i, **c} for i, c in enumerate(choices)],
@@ -145,6 +154,19 @@ def create_app(
                 "total_tokens": sum(p + c for p, c in usage),
             },
         }
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest) -> dict[str, Any]:
+        prompt = request.prompt
+        prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)) else prompt
+        choices = await asyncio.gather(*(trajectory(p, request.max_tokens) for p in prompts))
+        return response("text_completion", list(choices))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatRequest) -> dict[str, Any]:
+        choice = await trajectory(request.messages, request.max_tokens)
+        choice["message"] = {"role": "assistant", "content": choice.pop("text")}
+        return response("chat.completion", [choice])
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -1,44 +1,21 @@
 """`cortbench serve`: the tool loop behind /v1/completions, as a real server process on loopback."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
+from conftest import cortbench_serve
 
 pytest.importorskip("transformers")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    port, record = _free_port(), tmp_path_factory.mktemp("served") / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cortbench.harness.cli", "serve", "--backend", "hf", "--model", tiny_model_dir,
-         "--port", str(port), "--hint", "code", "--max-tokens", "200", "--max-tool-calls", "2",
-         "--record", str(record), "--served-name", "tiny"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            pytest.fail(f"cortbench serve exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield url, record
-    proc.terminate()
-    proc.wait(20)
+    record = tmp_path_factory.mktemp("served") / "run"
+    args = ["--backend", "hf", "--model", tiny_model_dir, "--hint", "code", "--max-tokens", "200",
+            "--max-tool-calls", "2", "--record", str(record), "--served-name", "tiny"]  # fmt: skip
+    with cortbench_serve(*args) as url:
+        yield url, record
 
 
 def test_completions_run_the_tool_loop_and_return_the_transcript(server):
@@ -70,3 +47,12 @@ def test_bad_request_is_a_422_not_a_crash(server):
     url, _ = server
     assert httpx.post(url + "/v1/completions", json={"max_tokens": 3}).status_code == 422
     assert httpx.get(url + "/health").status_code == 200
+
+
+def test_chat_messages_as_prompt_and_the_chat_endpoint(server):
+    url, _ = server
+    messages = [{"role": "user", "content": "What is 5*5?"}]
+    body = httpx.post(url + "/v1/completions", json={"prompt": messages, "max_tokens": 60}, timeout=300).json()
+    assert len(body["choices"]) == 1 and body["choices"][0]["text"].startswith("```python\n")
+    chat = httpx.post(url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 60}, timeout=300)
+    assert chat.json()["choices"][0]["message"]["content"].startswith("```python\n")

@@ -7,6 +7,7 @@ limits, the limit message, and what is never executed.
 
 import pytest
 
+from cortbench.harness.fences import split_segments
 from cortbench.harness.hints import FixedHints, HintError, get_hint_policy
 from cortbench.harness.rollout import TOOL_LIMIT_MESSAGE, Completion, Limits, run_rollout
 
@@ -76,6 +77,14 @@ async def test_unclosed_block_at_the_length_limit_is_not_executed(sandbox):
         out = await run_rollout("Q: ", gen, kernel, Limits(max_total_tokens=6))
     assert out.finish_reason == "length"
     assert out.tool_calls == []
+
+
+async def test_a_block_closed_at_the_end_of_the_sequence_runs_and_its_output_starts_a_line(sandbox):
+    gen = ScriptedGenerator(["```python\nprint(1)\n```", "Done."])  # no newline: the model ended there
+    async with sandbox.session() as kernel:
+        out = await run_rollout("Q: ", gen, kernel)
+    assert out.generation == "```python\nprint(1)\n```\n```output\n1\n```\nDone."
+    assert [s.kind for s in split_segments(out.generation)] == ["code", "output", "text"]
 
 
 async def test_only_a_closing_python_fence_runs_code(sandbox):
