@@ -52,7 +52,9 @@ def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollou
         segments=segments,
         tool_calls=rollout.tool_calls,
         hints=rollout.hints,
-        tokens=TokenCounts(generated=rollout.generated_tokens, total=rollout.total_tokens, prompt=rollout.prompt_tokens),
+        tokens=TokenCounts(
+            generated=rollout.generated_tokens, total=rollout.total_tokens, prompt=rollout.prompt_tokens
+        ),
         timing=Timing(
             started_at=started_at,
             generation_s=rollout.generation_s,
