@@ -1,0 +1,218 @@
+"""Score a run from its saved records: grade every sample, then compute the paper's metrics.
+
+`score_run` never regenerates anything: it reads runs/<name>/samples.jsonl, grades each sample with
+math-verify (a sample whose grading fails is counted wrong and flagged, never dropped), writes the
+per-sample grades to grades.jsonl and the metrics to results.json (schema: docs/results.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..harness.records import TrajectoryRecord
+from ..harness.store import read_run
+from ..tasks.registry import groups
+from .grading import Grade, Grader
+from .metrics import Estimate, estimate, majority_correct, mean_of, pass_at_k
+
+RESULTS = "results.json"
+GRADES = "grades.jsonl"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SampleGrade:
+    """One graded sample, keyed like its record; the row of grades.jsonl."""
+
+    task: str
+    problem_id: str
+    sample_idx: int
+    correct: bool
+    extracted: str | None
+    grading_error: str | None
+    answer_class: int | None  # samples of a problem with equivalent answers share a class
+    response_tokens: int | None  # the whole generation, interpreter outputs included
+    generated_tokens: int
+    tool_calls: int
+    failed_tool_calls: int
+    finish_reason: str
+
+
+def grade_records(records: list[TrajectoryRecord], grader: Grader) -> list[SampleGrade]:
+    """Grade every record against its gold and group each problem's answers into equivalence classes."""
+    grades = grader.grade_many((r.gold or "", r.generation) for r in records)
+    by_problem: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        by_problem[(record.task, record.problem_id)].append(i)
+    classes: dict[int, int | None] = {}
+    for indices in by_problem.values():
+        indices.sort(key=lambda i: records[i].sample_idx)
+        for i, label in zip(indices, answer_classes([grades[i].extracted for i in indices], grader)):
+            classes[i] = label
+    return [_sample_grade(r, g, classes[i]) for i, (r, g) in enumerate(zip(records, grades))]
+
+
+def _sample_grade(record: TrajectoryRecord, grade: Grade, answer_class: int | None) -> SampleGrade:
+    if record.gold is None:
+        grade = Grade(False, grade.extracted, "the record has no gold answer")
+    return SampleGrade(
+        record.task,
+        record.problem_id,
+        record.sample_idx,
+        grade.correct,
+        grade.extracted,
+        grade.grading_error,
+        answer_class,
+        record.tokens.response if record.tokens.response is not None else _segment_tokens(record),
+        record.tokens.generated,
+        len(record.tool_calls),
+        sum(c.status != "ok" for c in record.tool_calls),
+        record.finish_reason,
+    )
+
+
+def _segment_tokens(record: TrajectoryRecord) -> int | None:
+    counts = [s.tokens for s in record.segments]
+    return sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
+
+
+def answer_classes(answers: list[str | None], grader: Grader) -> list[int | None]:
+    """Label answers so that equivalent ones (math-verify) share a label: each answer joins the class
+    of the first earlier representative it matches, or starts a class. None (no answer) stays None."""
+    distinct = list(dict.fromkeys(a for a in answers if a is not None))
+    pairs = [(a, b) for j, b in enumerate(distinct) for a in distinct[:j]]
+    same = dict(zip(pairs, grader.grade_many((a, f"${b}$") for a, b in pairs))) if pairs else {}
+    representatives: list[str] = []
+    label: dict[str, int] = {}
+    for b in distinct:
+        match = next((a for a in representatives if same[(a, b)].correct), None)
+        if match is None:
+            representatives.append(b)
+        label[b] = label[match] if match is not None else len(representatives) - 1
+    return [None if a is None else label[a] for a in answers]
+
+
+def task_metrics(samples: list[SampleGrade], *, seed: int = 0) -> tuple[dict[str, Any], Estimate]:
+    """The metrics of one task from its graded samples (each problem reduced to one score first),
+    and its avg@k estimate (with bootstrap replicates, for group means)."""
+    problems: dict[str, list[SampleGrade]] = defaultdict(list)
+    for s in samples:
+        problems[s.problem_id].append(s)
+    for group in problems.values():
+        group.sort(key=lambda s: s.sample_idx)
+    n_min = min(len(g) for g in problems.values())
+    n_max = max(len(g) for g in problems.values())
+    correct = [[s.correct for s in g] for g in problems.values()]
+    pass_k = {
+        str(k): estimate([pass_at_k(len(c), sum(c), k) for c in correct], seed=seed).to_dict()
+        for k in range(1, n_min + 1)
+    }
+    maj_k = {
+        str(k): estimate(
+            [
+                majority_correct([s.correct for s in g[:k]], [s.answer_class for s in g[:k]])
+                for g in problems.values()
+            ],
+            seed=seed,
+        ).to_dict()
+        for k in range(1, n_min + 1)
+    }
+    calls = [s.tool_calls for s in samples]
+    total_calls = sum(calls)
+    avg = estimate([float(np.mean(c)) for c in correct], seed=seed)
+    return {
+        "problems": len(problems),
+        "samples": len(samples),
+        "k": n_min,
+        "complete": n_min == n_max,
+        "avg@k": avg.to_dict(),
+        "pass@k": pass_k,
+        "maj@k": maj_k,
+        "tokens": _token_means(samples, "response_tokens"),
+        "generated_tokens": _token_means(samples, "generated_tokens"),
+        "grading_errors": sum(s.grading_error is not None for s in samples),
+        "finish_reasons": dict(sorted(_count(s.finish_reason for s in samples).items())),
+        "code": {
+            "tool_calls_per_sample": total_calls / len(samples),
+            "code_usage_rate": sum(c > 0 for c in calls) / len(samples),
+            "code_success_rate": (total_calls - sum(s.failed_tool_calls for s in samples)) / total_calls
+            if total_calls
+            else None,
+        },
+    }, avg
+
+
+def _token_means(samples: list[SampleGrade], field: str) -> dict[str, float | None]:
+    def mean(selected: list[SampleGrade]) -> float | None:
+        values = [getattr(s, field) for s in selected if getattr(s, field) is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "all": mean(samples),
+        "correct": mean([s for s in samples if s.correct]),
+        "incorrect": mean([s for s in samples if not s.correct]),
+    }
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for v in values:
+        counts[v] += 1
+    return counts
+
+
+def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """results.json: per-task metrics, and each registered group whose tasks are all in the run
+    (the group score is the plain mean of its task scores)."""
+    by_task: dict[str, list[SampleGrade]] = defaultdict(list)
+    for g in grades:
+        by_task[g.task].append(g)
+    computed = {name: task_metrics(samples, seed=seed) for name, samples in by_task.items()}
+    tasks = {name: metrics for name, (metrics, _) in computed.items()}
+    avg_estimates = {name: avg for name, (_, avg) in computed.items()}
+    group_results = {}
+    for group in groups().values():
+        if set(group.tasks) <= set(tasks):
+            group_results[group.name] = {
+                "tasks": list(group.tasks),
+                "avg@k": mean_of([avg_estimates[t] for t in group.tasks]).to_dict(),
+                "complete": all(tasks[t]["complete"] for t in group.tasks),
+            }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": config.get("model"),
+        "backend": config.get("backend"),
+        "config": config,
+        "scored_at": time.time(),
+        "grader": {"name": "math-verify", "version": version("math-verify")},
+        "samples": len(grades),
+        "grading_errors": sum(g.grading_error is not None for g in grades),
+        "tasks": tasks,
+        "groups": group_results,
+    }
+
+
+def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str, Any]:
+    """Grade a saved run and write grades.jsonl and results.json next to its records."""
+    run_dir = Path(run_dir)
+    config, records = read_run(run_dir)
+    grades = grade_records(records, grader)
+    results = summarize(grades, config, seed=seed)
+    _write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
+    _write_atomic(run_dir / RESULTS, json.dumps(results, indent=2))
+    return results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,113 @@
+"""Scoring a saved run: regrading records, per-sample grades, the paper's metrics and groups."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cortbench.analyzers.grading import Grader
+from cortbench.analyzers.scoring import answer_classes, score_run
+from cortbench.harness.records import TokenCounts, ToolCall, TrajectoryRecord
+from cortbench.harness.store import RunStore
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with Grader(workers=2, timeout_s=10) as g:
+        yield g
+
+
+def _record(task, pid, idx, answer, gold, calls=(), prompt=10):
+    generation = (
+        f"Let me think.\n```python\nprint(1)\n```\n```output\n1\n```\nSo the answer is \\boxed{{{answer}}}."
+    )
+    tool_calls = [ToolCall("print(1)", "1", status, 0.01) for status in calls]
+    return TrajectoryRecord(task, pid, idx, "prompt", generation, "stop", gold=gold, tool_calls=tool_calls,
+                            tokens=TokenCounts(generated=20 + idx, total=prompt + 30 + idx, prompt=prompt))  # fmt: skip
+
+
+def _write_run(path, records, config=None):
+    with RunStore.open(path, config or {"model": "m", "backend": "hf"}) as store:
+        for r in records:
+            store.append(r)
+
+
+def test_answer_classes_group_equivalent_answers(grader):
+    assert answer_classes(["1/2", "0.5", "\\frac{1}{2}", "3", None, "3"], grader) == [0, 0, 0, 1, None, 1]
+
+
+def test_score_run_writes_grades_and_results(tmp_path, grader):
+    records = [
+        # problem 0 (gold 025): 3 of 4 correct, zero padding does not matter
+        _record("aime24", "0", 0, "25", "025", calls=["ok"]),
+        _record("aime24", "0", 1, "25", "025", calls=["ok", "error"]),
+        _record("aime24", "0", 2, "24", "025"),
+        _record("aime24", "0", 3, "025", "025"),
+        # problem 1 (gold 7): 1 of 4 correct, the majority (9) is wrong
+        _record("aime24", "1", 0, "9", "7"),
+        _record("aime24", "1", 1, "9", "7"),
+        _record("aime24", "1", 2, "7", "7"),
+        _record("aime24", "1", 3, "9", "7", calls=["error"]),
+    ]
+    _write_run(tmp_path / "run", records)
+    results = score_run(tmp_path / "run", grader)
+    task = results["tasks"]["aime24"]
+    assert (task["problems"], task["samples"], task["k"], task["complete"]) == (2, 8, 4, True)
+    assert task["avg@k"]["value"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert task["pass@k"]["1"]["value"] == pytest.approx(0.5)
+    assert task["pass@k"]["4"]["value"] == 1.0
+    assert task["maj@k"]["4"]["value"] == 0.5  # problem 0 by majority, problem 1 not
+    assert task["maj@k"]["1"]["value"] == 0.5  # the first sample alone: right, then wrong
+    assert task["tokens"]["all"] == pytest.approx(sum(30 + r.sample_idx for r in records) / 8)
+    assert task["code"] == {"tool_calls_per_sample": 0.5, "code_usage_rate": 0.375, "code_success_rate": 0.5}
+    assert task["grading_errors"] == 0 and results["groups"] == {}
+    lines = [json.loads(line) for line in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
+    assert [g["correct"] for g in lines] == [True, True, False, True, False, False, True, False]
+    assert lines[0]["extracted"] == "25" and lines[0]["answer_class"] == lines[3]["answer_class"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["tasks"]["aime24"]["k"] == 4
+
+
+def test_a_sample_without_gold_is_wrong_and_flagged_never_dropped(tmp_path, grader):
+    _write_run(tmp_path / "run", [_record("mine", "0", 0, "2", "2"), _record("mine", "1", 0, "2", None)])
+    results = score_run(tmp_path / "run", grader)
+    assert results["samples"] == 2 and results["grading_errors"] == 1
+    assert results["tasks"]["mine"]["avg@k"]["value"] == 0.5
+
+
+def test_the_group_appears_when_all_its_tasks_are_scored(tmp_path, grader):
+    names = ["aime24", "aime25", "amc23", "math500", "olympiad_bench"]
+    records = [
+        _record(t, str(p), 0, "1" if (i + p) % 2 else "2", "1") for i, t in enumerate(names) for p in range(2)
+    ]
+    records += [_record("aime24", "9", 0, "1", "1")]
+    _write_run(tmp_path / "run", records)
+    results = score_run(tmp_path / "run", grader)
+    group = results["groups"]["cort_math"]
+    task_scores = [results["tasks"][t]["avg@k"]["value"] for t in names]
+    assert group["avg@k"]["value"] == pytest.approx(sum(task_scores) / 5)  # plain mean, not by size
+    assert group["tasks"] == names
+
+
+def test_cortbench_score_prints_the_papers_columns_with_intervals(tmp_path):
+    names = ["aime24", "aime25", "amc23", "math500", "olympiad_bench"]
+    _write_run(tmp_path / "run", [_record(t, str(p), i, "1", "1" if p else "2") for t in names for p in range(3)
+                                  for i in range(2)])  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "score", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    header = " ".join(line for line in done.stdout.splitlines()[:4])  # the header spans two lines
+    assert [c for c in ("AIME24", "AIME25", "AMC23", "MATH500", "Olympiad", "Avg") if c in header] == [
+        "AIME24", "AIME25", "AMC23", "MATH500", "Olympiad", "Avg"
+    ]  # fmt: skip
+    avg_row = next(line for line in done.stdout.splitlines() if line.lstrip("│ ").startswith("avg@k"))
+    assert avg_row.count("66.7 [") == 6  # every task and the group: 2 of 3 problems right, with an interval
+    assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "grades.jsonl").exists()
+
+
+def test_cortbench_score_on_a_missing_run_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "score", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path / 'nope'} is not a run directory (no samples.jsonl)"
