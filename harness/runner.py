@@ -49,6 +49,7 @@ def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollou
         generation=rollout.generation,
         finish_reason=rollout.finish_reason,
         gold=problem.gold,
+        problem_meta=dict(problem.meta),
         segments=segments,
         tool_calls=rollout.tool_calls,
         hints=rollout.hints,
