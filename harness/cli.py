@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.panel import Panel
 
 from .console import console, err_console, fail
@@ -91,8 +92,25 @@ DEMO_CELLS = [
 ]
 
 
-def _backend_options(backend: str, model, base_url, tokenizer, temperature: float, top_p: float) -> dict:
+BackendArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--backend-arg",
+        help="KEY=VALUE passed to the backend, repeatable (vllm: tensor_parallel_size=4, max_model_len=32768, "
+        "gpu_memory_utilization=0.9, ...; llamacpp: n_ctx=8192; hf: device=cuda).",
+    ),
+]
+
+
+def _backend_options(
+    backend: str, model, base_url, tokenizer, temperature: float, top_p: float, extra: list[str] | None = None
+) -> dict:
     options = {"temperature": temperature, "top_p": top_p}
+    for item in extra or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"--backend-arg takes KEY=VALUE, not {item!r}")
+        options[key] = yaml.safe_load(value) if value else ""
     if backend == "openai":
         if not base_url:
             fail("the openai backend needs --base-url")
@@ -148,6 +166,7 @@ def run(
         float | None, typer.Option("--timeout", help="Seconds per cell (protocol: 30).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 16,
+    backend_arg: BackendArgs = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
 ) -> None:
@@ -191,12 +210,13 @@ def run(
     )
     timeout = protocol("timeout_s", timeout)
     samples = {spec.name: (n or spec.protocol.k, spec.instruction) for spec in specs}
-    options = _backend_options(backend, model, base_url, tokenizer, temperature, top_p)
+    options = _backend_options(backend, model, base_url, tokenizer, temperature, top_p, backend_arg)
     config = {
         "tasks": ",".join(spec.name for spec in specs), "backend": backend, "model": model,
         "samples": {name: k for name, (k, _) in samples.items()}, "limit": limit, "hint": hint,
         "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls, "max_tokens": max_tokens,
         "timeout_s": timeout, "sources": {spec.name: source_of(spec, folder) for spec in specs},
+        "backend_args": backend_arg or [],
         "cortbench": version("cortbench"),
     }  # fmt: skip
     identity = (
@@ -291,6 +311,7 @@ def serve_completions(
     max_tokens: Annotated[int, typer.Option(help="Tokens per trajectory (protocol: 32768).")] = 32768,
     timeout: Timeout = 30.0,
     concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 64,
+    backend_arg: BackendArgs = None,
     record: Annotated[
         Path | None, typer.Option(help="Also append every trajectory to this run directory (resumable).")
     ] = None,
@@ -307,7 +328,7 @@ def serve_completions(
     try:
         hints = get_hint_policy(hint)
         generator = get_backend(
-            backend, **_backend_options(backend, model, base_url, tokenizer, temperature, top_p)
+            backend, **_backend_options(backend, model, base_url, tokenizer, temperature, top_p, backend_arg)
         )
     except (HintError, BackendError) as exc:
         fail(str(exc))

@@ -31,4 +31,9 @@ class Registry(Generic[T]):
         known = self.names()
         if name not in self._factories:
             raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(known)}")
-        return self._factories[name](**kwargs)
+        try:
+            return self._factories[name](**kwargs)
+        except TypeError as exc:  # an option this entry does not take: say so in one line
+            if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+                raise self.error(f"{self.kind} {name!r}: {exc}") from None
+            raise

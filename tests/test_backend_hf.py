@@ -50,3 +50,23 @@ def test_overshooting_last_token_is_cut_after_the_stop_string():
 
     assert _cut_at_stop("x\n```\n\nThe", ("```\n",), last_token_chars=6) == ("x\n```\n", "```\n")
     assert _cut_at_stop("no fence here", ("```\n",), last_token_chars=4) == ("no fence here", None)
+
+
+def test_backend_args_reach_the_backend_and_unknown_ones_fail_in_one_line(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"problem": "1+1?", "gt_answer": "2"}\n')
+    done = subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "run", "--tasks", str(tasks), "--backend",
+                           "hf", "--model", tiny_model_dir, "--backend-arg", "no_such_option=3", "-o",
+                           str(tmp_path / "r")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: cannot load model") and "no_such_option" in done.stderr
+
+
+def test_an_option_a_backend_does_not_take_is_a_backend_error():
+    with pytest.raises(
+        BackendError, match=r"backend 'openai': .*unexpected keyword argument 'no_such_option'"
+    ):
+        get_backend("openai", base_url="http://127.0.0.1:9/v1", no_such_option=3)

@@ -47,7 +47,7 @@ class HFGenerator:
             try:
                 tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, **load_kwargs)
                 model = AutoModelForCausalLM.from_pretrained(model, **load_kwargs)
-            except OSError as exc:
+            except (OSError, TypeError, ValueError) as exc:  # missing files, unknown or bad options
                 raise BackendError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
         if tokenizer is None:
             raise BackendError("pass the tokenizer together with an already loaded model")
