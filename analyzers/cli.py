@@ -1,4 +1,5 @@
-"""`cortbench grade`, `cortbench score`: grading and metrics from the command line."""
+"""`cortbench grade`, `cortbench score`, `cortbench analyze`: grading, metrics and code-behaviour
+analyses from the command line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def register(app: typer.Typer) -> None:
     """Add the analyzers' commands to the `cortbench` app (entry point `cortbench.commands`)."""
     app.command("grade")(grade_command)
     app.command("score")(score_command)
+    app.command("analyze")(analyze_command)
 
 
 def grade_command(
@@ -124,6 +126,7 @@ def score_command(
     from cortbench.harness.store import RunStoreError
 
     from .grading import Grader, GradingError
+    from .results_file import ResultsFileError
     from .scoring import score_run
 
     try:
@@ -134,7 +137,7 @@ def score_command(
                 if results["grading_errors"]:
                     console.print(f"[yellow]{results['grading_errors']} samples could not be graded "
                                   "(counted wrong; see grading_error in grades.jsonl)[/]")  # fmt: skip
-    except (RunStoreError, GradingError) as exc:
+    except (RunStoreError, GradingError, ResultsFileError) as exc:
         fail(str(exc))
 
 
@@ -185,3 +188,112 @@ def results_table(results: dict, title: str):
         extra = [pct(group["avg@k"])] if group and label.startswith("avg@k") else [""] if group else []
         table.add_row(label, *(cell(tasks[n]) for n in names), *extra)
     return table
+
+
+def analyze_command(
+    run: Annotated[Path, typer.Argument(help="Run directory (runs/<name>).")],
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="HF tokenizer (name or path) for records without token counts; "
+            "without it they are approximated as chars/4 and labelled so."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option(help="Modules shown in the library table.")] = 15,
+) -> None:
+    """Tokens by segment, code statistics and library adoption of a saved run: writes
+    runs/<name>/analysis/*.parquet and the "analysis" key of results.json (docs/analyzers.md)."""
+    from cortbench.harness.console import console, fail
+    from cortbench.harness.store import RunStoreError
+
+    from .analyze import AnalysisError, analyze_run
+    from .results_file import ResultsFileError
+
+    if not (run / "samples.jsonl").is_file():
+        fail(f"{run} is not a run directory (no samples.jsonl)")
+    try:
+        analysis = analyze_run(run, tokenizer)
+    except (RunStoreError, AnalysisError, ResultsFileError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot analyse {run}: {exc.strerror or exc} ({exc.filename or run})")
+    summary = analysis.summary
+    if not summary["trajectories"]:
+        console.print(f"{run} holds no trajectories yet")
+    else:
+        for table in analysis_tables(summary, top=top):
+            console.print(table)
+    console.print(f"tables: {analysis.directory}/{{trajectories,cells,imports}}.parquet; "
+                  f"summary: {run / 'results.json'} (key \"analysis\")", highlight=False)  # fmt: skip
+
+
+def analysis_tables(summary: dict, top: int = 15) -> list:
+    """Rich tables of an analysis summary: code per task, error kinds, token split, libraries."""
+    from rich.table import Table
+
+    tasks = summary["tasks"]
+    names = list(tasks)
+    scopes = [(n, tasks[n]) for n in names] + ([("all", summary["all"])] if len(names) > 1 else [])
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    def num(value, digits: int = 0) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    code = Table(title="code per task")
+    for column in ("task", "trajectories", "usage %", "success %", "calls / resp.", "blocks / resp.",
+                   "failed calls", "tool-limit hits", "unclosed at length", "unparseable cells"):  # fmt: skip
+        code.add_column(column, justify="left" if column == "task" else "right")
+    for name, s in scopes:
+        c = s["code"]
+        code.add_row(name, str(s["trajectories"]), pct(c["code_usage_rate"]), pct(c["code_success_rate"]),
+                     num(c["calls_per_response"], 2), num(c["blocks_per_response"], 2), str(c["failed_calls"]),
+                     str(c["tool_limit_hits"]), str(c["unclosed_at_length"]), str(s["unparseable_cells"]))  # fmt: skip
+
+    errors = Table(title="error kinds (failed calls)")
+    errors.add_column("kind")
+    for name, _ in scopes:
+        errors.add_column(name, justify="right")
+    kinds = list(summary["all"]["code"]["error_kinds"])
+    for kind in kinds:
+        errors.add_row(kind, *(str(s["code"]["error_kinds"].get(kind, 0)) for _, s in scopes))
+    if not kinds:
+        errors.add_row("(none)", *("0" for _ in scopes))
+
+    label = ", ".join(f"{k} ({v})" for k, v in summary["tokenizers"].items()) or "-"
+    tokens = Table(title="tokens per trajectory (mean)", caption=f"tokenizer: {label}")
+    tokens.add_column("task")
+    for column in ("reasoning", "code", "output", "final answer", "hints", "generated", "response",
+                   "generated %"):  # fmt: skip
+        tokens.add_column(column, justify="right")
+    for name, s in scopes:
+        t = s["tokens"]
+        tokens.add_row(name, *(num(t[p]) for p in ("reasoning", "code", "output", "final_answer", "hints",
+                                                    "generated", "response")), pct(t["generated_share"]))  # fmt: skip
+
+    libraries = Table(title=f"library adoption (top {top}; % of trajectories importing the module)")
+    libraries.add_column("module")
+    libraries.add_column("stdlib")
+    for name, _ in scopes:
+        libraries.add_column(f"{name} %", justify="right")
+    libraries.add_column("executed %", justify="right")
+    libraries.add_column("first cell (median)", justify="right")
+    overall = summary["all"]["libraries"]
+    for module, m in list(overall.items())[:top]:
+        per_scope = [pct(s["libraries"][module]["adoption"]) if module in s["libraries"] else "0.0"
+                     for _, s in scopes]  # fmt: skip
+        libraries.add_row(module, "yes" if m["stdlib"] else "no", *per_scope, pct(m["executed_adoption"]),
+                          num(m["median_first_cell"], 1))  # fmt: skip
+    out = [code, errors, tokens, libraries]
+    rdkit = summary.get("rdkit")
+    if rdkit:
+        chem = Table(title="RDKit adoption on chemistry problems (CoRT: 81.3%)")
+        chem.add_column("task")
+        chem.add_column("trajectories", justify="right")
+        chem.add_column("rdkit %", justify="right")
+        for task, r in rdkit["by_task"].items():
+            chem.add_row(task, str(r["trajectories"]), pct(r["adoption"]))
+        chem.add_row("all", str(rdkit["chemistry_trajectories"]), pct(rdkit["adoption"]))
+        out.append(chem)
+    return out

@@ -8,7 +8,6 @@ per-sample grades to grades.jsonl and the metrics to results.json (schema: docs/
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -21,10 +20,11 @@ import numpy as np
 from ..harness.records import TrajectoryRecord
 from ..harness.store import read_run
 from ..tasks.registry import groups
+from .chem import answer_key, grade_chem, uses_chem_grader
 from .grading import Grade, Grader
 from .metrics import Estimate, estimate, majority_correct, mean_of, pass_at_k
+from .results_file import update_results, write_atomic
 
-RESULTS = "results.json"
 GRADES = "grades.jsonl"
 SCHEMA_VERSION = 1
 
@@ -45,23 +45,50 @@ class SampleGrade:
     tool_calls: int
     failed_tool_calls: int
     finish_reason: str
+    grader: str  # "math-verify" or "chem"
 
 
 def grade_records(records: list[TrajectoryRecord], grader: Grader) -> list[SampleGrade]:
-    """Grade every record against its gold and group each problem's answers into equivalence classes."""
-    grades = grader.grade_many((r.gold or "", r.generation) for r in records)
+    """Grade every record against its gold and group each problem's answers into equivalence classes.
+
+    Math answers go through math-verify as the protocol says; chemistry problems (cort_chem) carry
+    their own answer type and tolerance and are graded by `chem.grade_chem` in this process."""
+    chem = [uses_chem_grader(r.problem_meta) for r in records]
+    math = [i for i, is_chem in enumerate(chem) if not is_chem]
+    grades: list[Grade] = [Grade(False)] * len(records)
+    for i, grade in zip(
+        math, grader.grade_many((records[i].gold or "", records[i].generation) for i in math)
+    ):
+        grades[i] = grade
+    for i in (i for i, is_chem in enumerate(chem) if is_chem):
+        grades[i] = grade_chem(records[i].gold or "", records[i].generation, records[i].problem_meta)
     by_problem: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         by_problem[(record.task, record.problem_id)].append(i)
     classes: dict[int, int | None] = {}
     for indices in by_problem.values():
         indices.sort(key=lambda i: records[i].sample_idx)
-        for i, label in zip(indices, answer_classes([grades[i].extracted for i in indices], grader)):
-            classes[i] = label
-    return [_sample_grade(r, g, classes[i]) for i, (r, g) in enumerate(zip(records, grades))]
+        if chem[indices[0]]:
+            keys = [answer_key(grades[i].extracted, records[i].problem_meta) for i in indices]
+            labels = _labels_by_key(keys)
+        else:
+            labels = answer_classes([grades[i].extracted for i in indices], grader)
+        classes.update(zip(indices, labels))
+    return [
+        _sample_grade(r, g, classes[i], "chem" if chem[i] else "math-verify")
+        for i, (r, g) in enumerate(zip(records, grades))
+    ]
 
 
-def _sample_grade(record: TrajectoryRecord, grade: Grade, answer_class: int | None) -> SampleGrade:
+def _labels_by_key(keys: list) -> list[int | None]:
+    """Equal keys share a class, numbered in order of first appearance; None stays None."""
+    first: dict = {}
+    return [None if k is None else first.setdefault(k, len(first)) for k in keys]
+
+
+def _sample_grade(
+    record: TrajectoryRecord, grade: Grade, answer_class: int | None, grader: str
+) -> SampleGrade:
     if record.gold is None:
         grade = Grade(False, grade.extracted, "the record has no gold answer")
     return SampleGrade(
@@ -75,8 +102,9 @@ def _sample_grade(record: TrajectoryRecord, grade: Grade, answer_class: int | No
         record.tokens.response if record.tokens.response is not None else _segment_tokens(record),
         record.tokens.generated,
         len(record.tool_calls),
-        sum(c.status != "ok" for c in record.tool_calls),
+        sum(not c.ok for c in record.tool_calls),
         record.finish_reason,
+        grader,
     )
 
 
@@ -140,6 +168,7 @@ def task_metrics(samples: list[SampleGrade], *, seed: int = 0) -> tuple[dict[str
         "tokens": _token_means(samples, "response_tokens"),
         "generated_tokens": _token_means(samples, "generated_tokens"),
         "grading_errors": sum(s.grading_error is not None for s in samples),
+        "grader": "+".join(sorted({s.grader for s in samples})),
         "finish_reasons": dict(sorted(_count(s.finish_reason for s in samples).items())),
         "code": {
             "tool_calls_per_sample": total_calls / len(samples),
@@ -207,12 +236,6 @@ def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str
     config, records = read_run(run_dir)
     grades = grade_records(records, grader)
     results = summarize(grades, config, seed=seed)
-    _write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
-    _write_atomic(run_dir / RESULTS, json.dumps(results, indent=2))
+    write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
+    update_results(run_dir, results)  # keeps what `cortbench analyze` added
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -216,7 +216,7 @@ def run(
         "samples": {name: k for name, (k, _) in samples.items()}, "limit": limit, "hint": hint,
         "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls, "max_tokens": max_tokens,
         "timeout_s": timeout, "sources": {spec.name: source_of(spec, folder) for spec in specs},
-        "backend_args": backend_arg or [],
+        "backend_args": backend_arg or [], "tokenizer": tokenizer,
         "cortbench": version("cortbench"),
     }  # fmt: skip
     identity = (
@@ -252,7 +252,7 @@ def run(
                 def on_record(record) -> None:
                     stats["samples"] += 1
                     stats["tool_calls"] += len(record.tool_calls)
-                    stats["tool_errors"] += sum(c.status != "ok" for c in record.tool_calls)
+                    stats["tool_errors"] += sum(not c.ok for c in record.tool_calls)
                     stats["tokens"] += record.tokens.generated
                     stats["length"] += record.finish_reason == "length"
                     elapsed = time.perf_counter() - started

@@ -133,7 +133,7 @@ def create_app(
             "logprobs": None,
             "cortbench": {
                 "tool_calls": len(calls),
-                "failed_tool_calls": sum(c.status != "ok" for c in calls),
+                "failed_tool_calls": sum(not c.ok for c in calls),
                 "generated_tokens": rollout.generated_tokens,
                 "response_tokens": rollout.total_tokens - rollout.prompt_tokens,
             },

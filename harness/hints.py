@@ -10,7 +10,7 @@ and counts as inserted, not model-written, tokens.
     @register_hint("distrust")
     class Distrust(HintPolicy):
         def after_output(self, generation, call):
-            return "We don't need to doubt the accuracy of python calculations." if call.status == "ok" else ""
+            return "We don't need to doubt the accuracy of python calculations." if call.ok else ""
 
     cortbench run --hint distrust ...
 """

@@ -34,6 +34,11 @@ class ToolCall:
     error_name: str | None = None
     kernel_restarted: bool = False
 
+    @property
+    def ok(self) -> bool:
+        """The cell ran without error (a truncated output still counts as success)."""
+        return self.status in ("ok", "output_truncated")
+
 
 @dataclass
 class InsertedHint:

@@ -1,4 +1,5 @@
-"""`cortbench tasks`: the registered benchmarks, their sizes and protocol defaults."""
+"""`cortbench tasks`: the registered benchmarks, their sizes and protocol defaults; `cortbench
+chem-generate`: (re)build the chemistry set."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add the tasks' commands to the `cortbench` app (entry point `cortbench.commands`)."""
     app.command("tasks")(list_tasks)
+    app.command("chem-generate")(generate_chem)
 
 
 def list_tasks(
@@ -49,3 +51,45 @@ def list_tasks(
     console.print(table)
     for group in groups().values():
         console.print(f"group [bold]{group.name}[/]: {', '.join(group.tasks)} — {group.description}")
+
+
+def generate_chem(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write the jsonl (default: the file cortbench ships)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the set's own).")] = None,
+    check: Annotated[
+        bool, typer.Option(help="Write nothing: regenerate and compare with the file, byte for byte.")
+    ] = False,
+) -> None:
+    """Generate the chemistry set (cort_chem) with RDKit, deterministically (needs RDKit)."""
+    from rich.markup import escape
+
+    from cortbench.harness.console import console, fail
+
+    from . import cort_chem
+
+    path = out or cort_chem.DATA_FILE
+    try:
+        if check:
+            status, ids = cort_chem.compare(path, cort_chem.CHEM_SEED if seed is None else seed)
+        else:
+            rows = cort_chem.generate(cort_chem.CHEM_SEED if seed is None else seed)
+    except (RuntimeError, ValueError) as exc:
+        fail(escape(str(exc)))  # the message names cortbench[chem], not rich markup
+    except OSError as exc:
+        fail(escape(f"cannot read {path}: {exc.strerror}"))
+    if check:
+        import rdkit
+
+        if status == "different":
+            shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+            message = f"{path}: {len(ids)} rows differ from the set generated with RDKit {rdkit.__version__}"
+            fail(escape(f"{message}: {shown}"))
+        note = "" if status == "identical" else " apart from the RDKit version each row records"
+        console.print(escape(f"{path}: identical to the set generated with RDKit {rdkit.__version__}{note}"))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cort_chem.dumps(rows), encoding="utf-8")
+    console.print(escape(f"wrote {len(rows)} problems to {path}"))

@@ -25,7 +25,8 @@ class TaskDataError(ValueError):
 
 
 def load_jsonl(path: str | Path, task: str | None = None, limit: int | None = None) -> list[Problem]:
-    """Rows with `problem` and `gt_answer` (an `id` if present, else the row number) from `path`."""
+    """Rows with `problem` and `gt_answer` (an `id` if present, else the row number) from `path`; a
+    `meta` object in a row becomes the problem's metadata (other extra fields are ignored)."""
     path = Path(path)
     task = task or path.stem.removeprefix("test_")
     try:
@@ -42,7 +43,10 @@ def load_jsonl(path: str | Path, task: str | None = None, limit: int | None = No
             raise TaskDataError(f"{path}:{number}: not JSON ({exc})") from None
         if not isinstance(row, dict) or not isinstance(row.get("problem"), str) or "gt_answer" not in row:
             raise TaskDataError(f"{path}:{number}: a row needs the fields 'problem' (text) and 'gt_answer'")
-        problems.append(Problem(task, str(row.get("id", number - 1)), row["problem"], str(row["gt_answer"])))
+        meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
+        problems.append(
+            Problem(task, str(row.get("id", number - 1)), row["problem"], str(row["gt_answer"]), meta)
+        )
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

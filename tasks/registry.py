@@ -45,6 +45,7 @@ def _load_builtins() -> None:
         return
     _loaded = True
     from . import cort_math  # noqa: F401 - registers the paper's tasks
+    from .cort_chem import SPEC as _chem  # noqa: F401 - registers the chemistry set (its data ships with cortbench)
 
     for folder in filter(None, os.environ.get("CORTBENCH_TASKS_PATH", "").split(os.pathsep)):
         for path in sorted(Path(folder).glob("*.y*ml")):

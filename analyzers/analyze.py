@@ -1,0 +1,335 @@
+"""Analyse a saved run: tokens by segment, code statistics and library adoption, as tables.
+
+`analyze_run` reads runs/<name>/samples.jsonl (nothing is regenerated) and writes three parquet
+tables under runs/<name>/analysis/, one row per trajectory, per code cell and per (trajectory,
+module), plus a summary under the key "analysis" of runs/<name>/results.json (the other keys,
+written by `cortbench score`, are kept). See docs/analyzers.md.
+
+Extension point: further analyses add columns without touching this module. A *cell labeler*
+(`CellLabeler`) returns, for one record, one dict per cell it labels, holding `cell_index` (an
+executed cell's position in `tool_calls`; see `code.cells_of`) and its columns (e.g. `purpose`, `purpose_evidence`); a *trajectory
+labeler* (`TrajectoryLabeler`) returns one dict of columns for the record (e.g. behaviour spans as
+a list of dicts). Both are joined on (task, problem_id, sample_idx[, cell_index]). Labels computed
+elsewhere in one batch (an LLM judge) join the same way with `join_labels`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..harness.records import TrajectoryRecord
+from ..harness.store import read_run
+from .code import cells_of, code_stats, summarize_code
+from .libraries import CHEMISTRY_MODULE, imports_in, is_chemistry, module_rows
+from .results_file import update_results
+from .tokens import Counter as TokenCounter
+from .tokens import hf_counter, locate_segments, record_tokenizer, token_split
+
+SCHEMA_VERSION = 1
+ANALYSIS_DIR = "analysis"
+GRADES = "grades.jsonl"
+TRAJECTORY_KEY = ("task", "problem_id", "sample_idx")
+CELL_KEY = (*TRAJECTORY_KEY, "cell_index")
+TOKEN_PARTS = ("reasoning", "code", "output", "final_answer", "hints", "generated", "response")
+
+CellLabeler = Callable[[TrajectoryRecord], list[dict[str, Any]]]  # one dict per cell: cell_index + columns
+TrajectoryLabeler = Callable[[TrajectoryRecord], dict[str, Any]]  # columns for the trajectory's row
+
+
+class AnalysisError(RuntimeError):
+    """The run cannot be analysed as asked (bad tokenizer, unreadable results.json, bad labels)."""
+
+
+@dataclass
+class Analysis:
+    """The tables of one run and their summary (the "analysis" key of results.json)."""
+
+    trajectories: pd.DataFrame
+    cells: pd.DataFrame
+    imports: pd.DataFrame
+    summary: dict[str, Any]
+    directory: Path | None  # where the parquet files are, None when not written
+
+
+def analyze_run(
+    run_dir: str | Path,
+    tokenizer: str | None = None,
+    *,
+    cell_labelers: Sequence[CellLabeler] = (),
+    trajectory_labelers: Sequence[TrajectoryLabeler] = (),
+    write: bool = True,
+) -> Analysis:
+    """Analyse a saved run. `tokenizer` (a Hugging Face name or path) counts the records that carry
+    no segment counts; without it those are approximated and labelled `approx:chars/4`."""
+    run_dir = Path(run_dir)
+    config, records = read_run(run_dir)
+    counter: TokenCounter | None = None
+    if tokenizer is not None:
+        try:
+            counter = hf_counter(tokenizer)
+        except ValueError as exc:
+            raise AnalysisError(str(exc)) from None
+    record_label = record_tokenizer(config)
+    max_calls = config.get("max_tool_calls")
+    correct = _grades(run_dir)
+
+    traj_rows: list[dict[str, Any]] = []
+    cell_rows: list[dict[str, Any]] = []
+    import_rows: list[dict[str, Any]] = []
+    for record in records:
+        row, cells, modules = _analyze_record(record, record_label, counter, f"hf:{tokenizer}", max_calls)
+        row["correct"] = correct.get(record.key)
+        traj_rows.append(row)
+        cell_rows.extend(cells)
+        import_rows.extend(modules)
+
+    trajectories = pd.DataFrame(traj_rows, columns=_TRAJ_COLUMNS if not traj_rows else None)
+    cells_df = pd.DataFrame(cell_rows, columns=_CELL_COLUMNS if not cell_rows else None)
+    imports_df = pd.DataFrame(import_rows, columns=_IMPORT_COLUMNS if not import_rows else None)
+    cells_df = _apply_cell_labelers(cells_df, records, cell_labelers)
+    trajectories = _apply_trajectory_labelers(trajectories, records, trajectory_labelers)
+
+    summary = summarize(traj_rows, imports_df, config)
+    summary["labelers"] = {
+        "cell": [_name(f) for f in cell_labelers],
+        "trajectory": [_name(f) for f in trajectory_labelers],
+    }
+    directory = None
+    if write:
+        directory = run_dir / ANALYSIS_DIR
+        directory.mkdir(exist_ok=True)
+        for name, frame in (("trajectories", trajectories), ("cells", cells_df), ("imports", imports_df)):
+            _write_parquet(frame, directory / f"{name}.parquet")
+        summary["files"] = {n: f"{ANALYSIS_DIR}/{n}.parquet" for n in ("trajectories", "cells", "imports")}
+        update_results(run_dir, {"analysis": summary})
+    return Analysis(trajectories, cells_df, imports_df, summary, directory)
+
+
+def _analyze_record(
+    record: TrajectoryRecord,
+    record_label: str,
+    counter: TokenCounter | None,
+    counter_label: str,
+    max_calls: int | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One trajectory's row, its cell rows and its (trajectory, module) rows."""
+    key = dict(zip(TRAJECTORY_KEY, record.key))
+    segments = locate_segments(record)
+    split = token_split(
+        record, segments, record_label=record_label, counter=counter, counter_label=counter_label
+    )
+    cells = cells_of(record, segments)
+    stats = code_stats(record, cells, max_calls)
+    rows: list[dict[str, Any]] = []
+    for cell in cells:
+        found = imports_in(cell.code)
+        call = cell.call
+        rows.append({
+            **key,
+            "cell_index": cell.index,
+            "call_index": cell.call_index,
+            "state": cell.state,
+            "executed": cell.state == "executed",
+            "status": cell.status,
+            "error_kind": cell.error_kind,
+            "error_name": call.error_name if call else None,
+            "kernel_restarted": bool(call and call.kernel_restarted),
+            "duration_s": call.duration_s if call else None,
+            "offset": cell.offset,
+            "code_chars": len(cell.code),
+            "code_lines": cell.code.count("\n") + 1 if cell.code else 0,
+            "parseable": found.parseable,
+            "imports": list(dict.fromkeys(i.top for i in found.imports)),
+            "import_names": list(dict.fromkeys(i.name for i in found.imports)),
+            "import_list": found.imports,
+        })  # fmt: skip
+    modules = module_rows(rows)
+    for row in rows:
+        del row["import_list"]
+    trajectory = {
+        **key,
+        "finish_reason": record.finish_reason,
+        "chemistry": is_chemistry(record.task, record.problem_meta),
+        "correct": None,
+        **split.columns(),
+        "record_generated": record.tokens.generated,
+        "record_response": record.tokens.response,
+        "record_total": record.tokens.total,
+        "record_prompt": record.tokens.prompt,
+        **stats.columns(),
+        "unparseable_cells": sum(not r["parseable"] for r in rows),
+        "modules": [m["module"] for m in modules],
+    }
+    return trajectory, rows, [{**key, **m} for m in modules]
+
+
+_TRAJ_COLUMNS = [*TRAJECTORY_KEY, "finish_reason", "tokenizer"]
+_CELL_COLUMNS = [*CELL_KEY, "state", "status", "error_kind", "imports"]
+_IMPORT_COLUMNS = [
+    *TRAJECTORY_KEY,
+    "module",
+    "stdlib",
+    "first_cell_index",
+    "first_offset",
+    "cells",
+    "executed",
+]
+
+
+def summarize(
+    traj_rows: list[dict[str, Any]], imports: pd.DataFrame, config: dict[str, Any]
+) -> dict[str, Any]:
+    """The "analysis" summary: per task and over the whole run, plus RDKit adoption on chemistry."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in traj_rows:
+        by_task[row["task"]].append(row)
+    tasks = {task: _section(rows, imports[imports["task"] == task]) for task, rows in by_task.items()}
+    chem = [r for r in traj_rows if r["chemistry"]]
+    rdkit = None
+    if chem:
+        users = set(
+            imports.loc[imports["module"] == CHEMISTRY_MODULE, list(TRAJECTORY_KEY)].itertuples(
+                index=False, name=None
+            )
+        )
+        chem_by_task: dict[str, list[bool]] = defaultdict(list)
+        for r in chem:
+            chem_by_task[r["task"]].append((r["task"], r["problem_id"], r["sample_idx"]) in users)
+        rdkit = {
+            "chemistry_trajectories": len(chem),
+            "adoption": sum(sum(v) for v in chem_by_task.values()) / len(chem),
+            "by_task": {
+                t: {"trajectories": len(v), "adoption": sum(v) / len(v)} for t, v in chem_by_task.items()
+            },
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "analyzed_at": time.time(),
+        "model": config.get("model"),
+        "backend": config.get("backend"),
+        "trajectories": len(traj_rows),
+        "tokenizers": dict(Counter(r["tokenizer"] for r in traj_rows).most_common()),
+        "all": _section(traj_rows, imports),
+        "tasks": tasks,
+        "rdkit": rdkit,
+    }
+
+
+def _section(rows: list[dict[str, Any]], imports: pd.DataFrame) -> dict[str, Any]:
+    n = len(rows)
+    tokens: dict[str, Any] = {
+        p: (sum(r[f"tokens_{p}"] for r in rows) / n if n else None) for p in TOKEN_PARTS
+    }
+    response = sum(r["tokens_response"] for r in rows)
+    tokens["generated_share"] = sum(r["tokens_generated"] for r in rows) / response if response else None
+    tokens["final_answer_found"] = sum(r["final_answer_chars"] > 0 for r in rows) / n if n else None
+    libraries = {}
+    if len(imports):
+        grouped = imports.groupby("module", sort=False).agg(
+            trajectories=("module", "size"),
+            executed=("executed", "sum"),
+            stdlib=("stdlib", "first"),
+            first_cell=("first_cell_index", "median"),
+        )
+        grouped = grouped.sort_values(["trajectories", "executed"], ascending=False, kind="stable")
+        for module, g in grouped.iterrows():
+            libraries[str(module)] = {
+                "trajectories": int(g["trajectories"]),
+                "adoption": int(g["trajectories"]) / n if n else None,
+                "executed_adoption": int(g["executed"]) / n if n else None,
+                "stdlib": bool(g["stdlib"]),
+                "median_first_cell": float(g["first_cell"]),
+            }
+    return {
+        "trajectories": n,
+        "tokens": tokens,
+        "code": summarize_code(rows),
+        "unparseable_cells": sum(r["unparseable_cells"] for r in rows),
+        "libraries": libraries,
+    }
+
+
+def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, key: Iterable[str] = CELL_KEY) -> pd.DataFrame:
+    """Left-join `labels` (computed elsewhere, e.g. a batch LLM judge) onto `frame` by `key`;
+    rows without a label get nulls. Refuses duplicate keys and columns that already exist."""
+    key = list(key)
+    missing = [k for k in key if k not in labels.columns]
+    if missing:
+        raise AnalysisError(f"labels lack the key columns {missing}")
+    if labels.duplicated(key).any():
+        raise AnalysisError("labels hold more than one row for some key")
+    clash = [c for c in labels.columns if c not in key and c in frame.columns]
+    if clash:
+        raise AnalysisError(f"label columns {clash} already exist")
+    unknown = len(labels) - len(labels[key].merge(frame[key], on=key))
+    if unknown:
+        raise AnalysisError(f"{unknown} label rows match no row of the table (wrong {key[-1]}?)")
+    if not len(labels):
+        return frame.assign(**{c: None for c in labels.columns if c not in key})
+    return frame.merge(labels, on=key, how="left", validate="one_to_one")
+
+
+def _apply_cell_labelers(cells: pd.DataFrame, records: list[TrajectoryRecord], labelers) -> pd.DataFrame:
+    for labeler in labelers:
+        rows = []
+        for record in records:
+            key = dict(zip(TRAJECTORY_KEY, record.key))
+            for label in labeler(record):
+                if "cell_index" not in label:
+                    raise AnalysisError(f"cell labeler {_name(labeler)} returned a row without cell_index")
+                rows.append({**key, **label})
+        if rows:
+            cells = join_labels(cells, pd.DataFrame(rows), CELL_KEY)
+    return cells
+
+
+def _apply_trajectory_labelers(
+    frame: pd.DataFrame, records: list[TrajectoryRecord], labelers
+) -> pd.DataFrame:
+    for labeler in labelers:
+        rows = [{**dict(zip(TRAJECTORY_KEY, r.key)), **labeler(r)} for r in records]
+        if rows:
+            frame = join_labels(frame, pd.DataFrame(rows), TRAJECTORY_KEY)
+    return frame
+
+
+def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:
+    """Correctness per sample from grades.jsonl when `cortbench score` has run (else empty)."""
+    path = run_dir / GRADES
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                g = json.loads(line)
+                out[(g["task"], g["problem_id"], g["sample_idx"])] = bool(g["correct"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)

@@ -1,0 +1,52 @@
+"""runs/<name>/results.json is shared: `cortbench score` owns the metrics, `cortbench analyze` its
+"analysis" key, and each keeps what the other wrote. Files are replaced atomically, never half
+written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS = "results.json"
+
+
+class ResultsFileError(RuntimeError):
+    """results.json exists but cannot be read as a JSON object: it is left as it is."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def update_results(run_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Set the given top-level keys of results.json, keeping every other key; returns the whole file."""
+    path = Path(run_dir) / RESULTS
+    data: Any = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ResultsFileError(f"cannot read {path} ({exc}); not overwriting it") from None
+        if not isinstance(data, dict):
+            raise ResultsFileError(f"{path} does not hold a JSON object; not overwriting it")
+    data.update(updates)
+    write_atomic(path, json.dumps(data, indent=2, default=_plain))
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as JSON numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
