@@ -61,7 +61,7 @@ def hf_counter(name: str) -> Counter:
 
 def record_tokenizer(config: dict[str, Any]) -> str:
     """What the record's own segment counts were made with, from the run's configuration."""
-    backend, model = config.get("backend"), config.get("model")
+    backend, model = config.get("backend"), config.get("model") or config.get("model_file")
     if config.get("tokenizer"):
         return f"{backend}:{config['tokenizer']}"
     if backend == "openai" and "tokenizer" in config:  # openai without a tokenizer counts chars/4

@@ -9,6 +9,7 @@ imports the parts downstream of it.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from enum import StrEnum
@@ -233,6 +234,8 @@ def run(
 
     async def go() -> dict:
         generator = get_backend(backend, **options)
+        if model is None and hasattr(generator, "model_path"):  # the embedded default: say which model ran
+            config["model_file"] = os.path.basename(generator.model_path)
         context = getattr(generator, "context_length", None) or max_tokens
         if context < max_tokens:
             err_console.print(f"note: the model's context is {context} tokens; trajectories are capped there")
