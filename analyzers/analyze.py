@@ -22,6 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ import pandas as pd
 
 from ..harness.records import TrajectoryRecord
 from ..harness.store import read_run
+from .behaviours import KINDS, label_behaviours
 from .code import cells_of, code_stats, summarize_code
 from .libraries import CHEMISTRY_MODULE, imports_in, is_chemistry, module_rows
+from .purpose import label_cells
 from .results_file import update_results
 from .tokens import Counter as TokenCounter
 from .tokens import hf_counter, locate_segments, record_tokenizer, token_split
@@ -65,12 +68,16 @@ def analyze_run(
     run_dir: str | Path,
     tokenizer: str | None = None,
     *,
-    cell_labelers: Sequence[CellLabeler] = (),
-    trajectory_labelers: Sequence[TrajectoryLabeler] = (),
+    cell_labelers: Sequence[CellLabeler] | None = None,
+    trajectory_labelers: Sequence[TrajectoryLabeler] | None = None,
     write: bool = True,
 ) -> Analysis:
     """Analyse a saved run. `tokenizer` (a Hugging Face name or path) counts the records that carry
-    no segment counts; without it those are approximated and labelled `approx:chars/4`."""
+    no segment counts; without it those are approximated and labelled `approx:chars/4`.
+
+    By default each executed cell gets the heuristic purpose label (purpose.label_cells) and each
+    trajectory its behaviour spans (behaviours.label_behaviours); pass other labelers (or `()`) to
+    change that."""
     run_dir = Path(run_dir)
     config, records = read_run(run_dir)
     counter: TokenCounter | None = None
@@ -80,6 +87,11 @@ def analyze_run(
         except ValueError as exc:
             raise AnalysisError(str(exc)) from None
     record_label = record_tokenizer(config)
+    if cell_labelers is None:
+        cell_labelers = (label_cells,)
+    if trajectory_labelers is None:
+        count = (lambda text: counter([text])[0]) if counter is not None else None
+        trajectory_labelers = (partial(label_behaviours, count_tokens=count, tokenizer=f"hf:{tokenizer}"),)
     max_calls = config.get("max_tool_calls")
     correct = _grades(run_dir)
 
@@ -100,6 +112,7 @@ def analyze_run(
     trajectories = _apply_trajectory_labelers(trajectories, records, trajectory_labelers)
 
     summary = summarize(traj_rows, imports_df, config)
+    summary.update(label_summaries(trajectories, cells_df))
     summary["labelers"] = {
         "cell": [_name(f) for f in cell_labelers],
         "trajectory": [_name(f) for f in trajectory_labelers],
@@ -113,6 +126,33 @@ def analyze_run(
         summary["files"] = {n: f"{ANALYSIS_DIR}/{n}.parquet" for n in ("trajectories", "cells", "imports")}
         update_results(run_dir, {"analysis": summary})
     return Analysis(trajectories, cells_df, imports_df, summary, directory)
+
+
+def label_summaries(trajectories: pd.DataFrame, cells: pd.DataFrame) -> dict[str, Any]:
+    """Per task and overall: the Calculation / Verification split of executed cells, and the rate of
+    each behaviour with the tokens spent inside its spans (when those labels are present)."""
+    out: dict[str, Any] = {}
+    if "purpose" in cells:
+        labelled = cells.dropna(subset=["purpose"])
+        out["purpose"] = {
+            name: {"cells": len(group), **{p: float((group["purpose"] == p).mean()) if len(group) else None
+                                          for p in ("calculation", "verification")}}
+            for name, group in [*labelled.groupby("task"), ("all", labelled)]
+        }  # fmt: skip
+    if all(kind in trajectories for kind in KINDS):
+        out["behaviours"] = {
+            name: {
+                kind: {"rate": float(group[kind].mean()) if len(group) else None,
+                       "trajectories": int(group[kind].sum()), "spans": int(group[f"{kind}_spans"].sum()),
+                       "span_tokens": int(group[f"{kind}_tokens"].sum())}
+                for kind in KINDS
+            }
+            for name, group in [*trajectories.groupby("task"), ("all", trajectories)]
+        }  # fmt: skip
+        out["behaviour_tokenizer"] = (
+            str(trajectories["behaviour_tokenizer"].iloc[0]) if len(trajectories) else None
+        )
+    return out
 
 
 def _analyze_record(

@@ -228,7 +228,8 @@ def analyze_command(
 
 
 def analysis_tables(summary: dict, top: int = 15) -> list:
-    """Rich tables of an analysis summary: code per task, error kinds, token split, libraries."""
+    """Rich tables of an analysis summary: code per task, error kinds, token split, libraries, cell
+    purpose and behaviours."""
     from rich.table import Table
 
     tasks = summary["tasks"]
@@ -286,6 +287,24 @@ def analysis_tables(summary: dict, top: int = 15) -> list:
         libraries.add_row(module, "yes" if m["stdlib"] else "no", *per_scope, pct(m["executed_adoption"]),
                           num(m["median_first_cell"], 1))  # fmt: skip
     out = [code, errors, tokens, libraries]
+    if "purpose" in summary:
+        purpose = Table(title="purpose of executed cells (heuristic; docs/purpose.md)")
+        for column in ("task", "cells", "calculation %", "verification %"):
+            purpose.add_column(column, justify="left" if column == "task" else "right")
+        for name, p in summary["purpose"].items():
+            purpose.add_row(name, str(p["cells"]), pct(p["calculation"]), pct(p["verification"]))
+        out.append(purpose)
+    if "behaviours" in summary:
+        behaviours = Table(title="inefficient behaviours (% of trajectories; tokens inside their spans)",
+                           caption=f"tokenizer: {summary.get('behaviour_tokenizer')}")  # fmt: skip
+        behaviours.add_column("task")
+        for column in ("delayed computation %", "spans", "tokens", "result distrust %", "spans ", "tokens "):
+            behaviours.add_column(column, justify="right")
+        for name, b in summary["behaviours"].items():
+            d, r = b["delayed_computation"], b["result_distrust"]
+            behaviours.add_row(name, pct(d["rate"]), str(d["spans"]), num(d["span_tokens"]), pct(r["rate"]),
+                               str(r["spans"]), num(r["span_tokens"]))  # fmt: skip
+        out.append(behaviours)
     rdkit = summary.get("rdkit")
     if rdkit:
         chem = Table(title="RDKit adoption on chemistry problems (CoRT: 81.3%)")

@@ -223,7 +223,7 @@ def main() -> None:
 
             profiler = cProfile.Profile()
             analysis = profiler.runcall(analyze_run, run)
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         else:
             analysis = analyze_run(run)
         seconds = time.perf_counter() - started

@@ -336,6 +336,12 @@ def test_analyze_a_real_run(tiny_model_dir, tmp_path):
     done = _cortbench("analyze", str(out), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "code per task" in done.stdout and "tables:" in done.stdout
+    assert "inefficient behaviours" in done.stdout and "library adoption" in done.stdout
+    summary = json.loads((out / "results.json").read_text())["analysis"]
+    assert set(summary["behaviours"]["all"]) == {"delayed_computation", "result_distrust"}
+    assert {"delayed_computation", "result_distrust", "behaviour_spans"} <= set(
+        pd.read_parquet(out / "analysis" / "trajectories.parquet").columns
+    )  # fmt: skip
     trajectories = pd.read_parquet(out / "analysis" / "trajectories.parquet")
     assert len(trajectories) == 4 and set(trajectories["tokenizer"]) == {f"hf:{tiny_model_dir}"}
     assert (out / "analysis" / "cells.parquet").is_file() and (out / "analysis" / "imports.parquet").is_file()

@@ -1,0 +1,1057 @@
+"""Why a code cell was run: Calculation or Verification, and what kind of code it is.
+
+The CoRT paper labels each executed cell with an LLM judge (docs/purpose.md):
+- Calculation: the cell computes a result that was NOT explicitly present in the reasoning up to it.
+- Verification: the cell checks a result or property that the reasoning had already reached.
+and with one or more of 25 functionality categories. This module is the fast, deterministic and
+explainable counterpart: weighted rules over evidence anyone can read back from the record, each
+label carrying the evidence that decided it. `judge.py` runs the LLM judge, with this as fallback.
+
+Evidence for Verification: a value the cell prints (normalised: 1/2, 0.5, \\frac{1}{2}, 1{,}024,
+sqrt(3)/2) or an expression it computes already stands in the reasoning before the cell; asserts,
+printed comparisons and boolean outputs; "verify", "double-check", "make sure" just before the
+cell. Evidence for Calculation: the printed values are new; "compute", "solve", "let me find" just
+before the cell. Cells are the executed ones (`record.tool_calls`), in order; `cell_index` is the
+position in that list, so other per-cell tables join on (task, problem_id, sample_idx, cell_index).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Literal, NamedTuple
+
+from ..harness.fences import _BLOCK  # the protocol's own block pattern: one definition of a block
+from ..harness.records import TrajectoryRecord
+from .transcript import tool_calls_in
+
+Purpose = Literal["calculation", "verification"]
+PURPOSES: tuple[Purpose, ...] = ("calculation", "verification")
+
+# The paper's 25 functionality categories, verbatim (docs/purpose.md).
+CATEGORIES: tuple[str, ...] = (
+    "Solving Equations and Systems of Equations",
+    "Symbolic Mathematics and Manipulation",
+    "Numerical Approximation Methods",
+    "Data Visualization and Plotting",
+    "Pattern Recognition and Analysis",
+    "Optimization and Solution Searching",
+    "Property Verification and Theorem Checking",
+    "Modular Arithmetic and Number Theory Operations",
+    "Prime Number Testing and Factorization",
+    "Geometric and Computational Geometry Calculations",
+    "Probability, Statistics, and Simulations",
+    "Linear Algebra: Matrix and Vector Operations",
+    "Data Generation and Simulation",
+    "Combinatorial Enumeration and Game Theory",
+    "Graph Theory Algorithms",
+    "Dynamic Programming and Recurrence Relations",
+    "FFT and Signal Processing",
+    "Boolean Algebra and Logic Operations",
+    "Big Integer and Arbitrary-Precision Arithmetic",
+    "Symbolic Integration, Differentiation, and Proof Verification",
+    "Linear Programming and Optimization Techniques",
+    "Algorithm Optimization and Numerical Stability",
+    "Automated Theorem Proving and Symbolic Logic",
+    "Data Structures Implementation and Management",
+    "Fractal and Recursive Pattern Generation",
+)
+
+HEURISTIC = "heuristic"
+FAILED_STATUSES = frozenset({"error", "timeout", "memory", "killed"})
+VOCAB_WINDOW = 250  # characters of reasoning right before a cell searched for its announced intent
+THRESHOLD = 1.0  # score at or above which a cell is Verification
+
+
+@dataclass(frozen=True)
+class CellPurpose:
+    """The label of one executed cell. `method`: "heuristic", "judge" or "judge_failed" (the judge
+    gave no usable verdict, so this is the heuristic's label)."""
+
+    cell_index: int
+    purpose: Purpose
+    categories: tuple[str, ...]
+    evidence: str  # what decided the label, readable on its own
+    method: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """An executed cell located in the generation: `start` is its "```python" fence, `code_end`
+    the end of the code block, `end` the end of its output block (character offsets)."""
+
+    index: int
+    code: str
+    output: str
+    failed: bool
+    start: int
+    code_end: int
+    end: int
+
+
+def executed_cells(record: TrajectoryRecord) -> list[Cell]:
+    """The executed cells: each python block directly followed by an output block, paired in order
+    with `record.tool_calls` (code and output are taken from there; records without tool calls,
+    such as transcripts, fall back to the text)."""
+    blocks = list(_BLOCK.finditer(record.generation))
+    pairs = [
+        (a, b)
+        for a, b in zip(blocks, blocks[1:])
+        if a.group(1) == "python"
+        and b.group(1) == "output"
+        and not record.generation[a.end() : b.start()].strip()
+    ]
+    calls = record.tool_calls or tool_calls_in(record.generation)
+    cells = []
+    for i, ((code_m, out_m), call) in enumerate(zip(pairs, calls)):
+        failed = call.status in FAILED_STATUSES if hasattr(call, "status") else call.failed
+        cells.append(Cell(i, call.code, call.output, failed, code_m.start(), code_m.end(), out_m.end()))
+    return cells
+
+
+def prose_mask(record: TrajectoryRecord) -> str:
+    """The generation with code blocks, output blocks and inserted hints blanked out (newlines kept),
+    so offsets into it are offsets into `record.generation` and only model-written prose is left."""
+    chars = list(record.generation)
+    spans = [(m.start(), m.end()) for m in _BLOCK.finditer(record.generation)]
+    spans += [(h.offset, h.offset + len(h.text)) for h in record.hints]
+    for a, b in spans:
+        for i in range(max(a, 0), min(b, len(chars))):
+            if chars[i] != "\n":
+                chars[i] = " "
+    return "".join(chars)
+
+
+# --- numbers: find them in prose (LaTeX) and in interpreter output (Python reprs) -------------------
+
+Number = int | Fraction | float
+
+_NUMBER = re.compile(
+    r"(?<![\w.^_])(?<!\^\{)(?<!_\{)(?P<neg>[-\u2212](?=\d))?"
+    r"(?P<int>\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?![\d])|\d+)(?:\.(?P<dec>\d+))?(?:[eE](?P<exp>[-+]?\d+))?"
+    r"(?P<pct>\s?\\?%)?"
+)
+_FRAC = re.compile(r"(?P<neg>-\s*)?\\[dt]?frac\s*\{\s*(?P<a>\d+)\s*\}\s*\{\s*(?P<b>\d+)\s*\}")
+_SLASH = re.compile(r"(?<![\w.^_/])(?P<a>-?\d+)\s*/\s*(?P<b>\d+)(?![\d.])")
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_SPLIT = re.compile(
+    r"=|\\approx|\u2248|\\equiv|\u2261|\\leq?|\\geq?|<|>|\\quad|\\qquad|,|;|\\text\{[^}]*\}|\\pmod\s*\{?[^}]*\}?"
+    r"|\\bmod|\\to|\\implies|\\Rightarrow|\\iff|\\ne"
+)
+_CLAIM = re.compile(
+    r"(=|\u2248|\u2261|\\approx|\\equiv|\\boxed|:|\b(is|are|was|equals?|gives?|get|got|be|becomes?|to|yields?|"
+    r"answer))[\s$({\[\\(]*$"
+)
+
+
+class Found(NamedTuple):
+    """A number found in text: its value, where, how many decimals it was written with (0 for
+    exact forms), and whether it stands as a claimed result ("= 216", "is 216", "\\boxed{216}").
+    A NamedTuple: texts hold hundreds of numbers, and a frozen dataclass was a tenth of the time."""
+
+    value: Number
+    pos: int
+    decimals: int
+    claim: bool
+
+
+def _claimed(text: str, pos: int) -> bool:
+    return bool(_CLAIM.search(text[max(0, pos - 24) : pos]))
+
+
+def find_numbers(text: str) -> list[Found]:
+    """Every number in prose or output: integers (1,024 / 1{,}024), decimals, percentages, a/b,
+    \\frac{a}{b}, and values of closed LaTeX expressions (\\frac{25\\sqrt{3}}{4}, e - 2)."""
+    found: list[Found] = []
+    for m in _NUMBER.finditer(text):
+        neg, whole, dec, exp, pct = m.group("neg", "int", "dec", "exp", "pct")
+        digits = whole if whole.isdigit() else "".join(filter(str.isdigit, whole))
+        try:
+            value: Number = int(digits)
+            if dec is not None or exp is not None:
+                value = float(f"{digits}.{dec or 0}e{exp or 0}")
+        except (ValueError, OverflowError):
+            continue
+        if neg:
+            value = -value
+        start = m.start()
+        decimals = len(dec) if dec and exp is None else 0
+        found.append(Found(value, start, decimals, _claimed(text, start)))
+        if pct:
+            found.append(Found(Fraction(value) / 100 if not isinstance(value, float) else value / 100,
+                               start, decimals + 2 if decimals else 0, False))  # fmt: skip
+    for pattern in (_FRAC, _SLASH):
+        for m in pattern.finditer(text):
+            if int(m["b"]) != 0:
+                value = Fraction(int(m["a"]), int(m["b"]))
+                found.append(
+                    Found(
+                        -value if m.groupdict().get("neg") else value, m.start(), 0, _claimed(text, m.start())
+                    )
+                )
+    for m in _MATH.finditer(text):
+        body = next(g for g in m.groups() if g is not None)
+        offset = m.start() + m.group(0).index(body)
+        for piece in _split_keep_pos(body, _MATH_SPLIT):
+            if not _closed_form(piece[1]):
+                continue
+            pos = offset + piece[0]
+            if not _claimed(text, pos):  # "2^{100} has 31 digits" names a quantity, it states no value
+                continue
+            values = evaluate(latex_to_python(piece[1]) or "")
+            if values and len(values) == 1:
+                found.append(Found(values[0], pos, 0, True))
+    return sorted(found, key=lambda f: f.pos)
+
+
+def _closed_form(tex: str) -> bool:
+    """A value written out (\\frac{25\\sqrt{3}}{4}, e - 2), not an expression still to be worked out
+    (2^{100}, 6(1 - (5/6)^6), \\frac{48 \\cdot 47}{6}): only the former is explicitly in the reasoning."""
+    if not re.search(r"\\(frac|sqrt|pi)|\be\b", tex) or re.search(r"\^|\\cdot|\\times|\\binom|\*|!|\(", tex):
+        return False
+    return len(re.findall(r"(?<=[\w})\s])\s*[-+]", tex.strip())) <= 1
+
+
+def _split_keep_pos(text: str, sep: re.Pattern[str]) -> Iterable[tuple[int, str]]:
+    pos = 0
+    for m in sep.finditer(text):
+        yield pos, text[pos : m.start()]
+        pos = m.end()
+    yield pos, text[pos:]
+
+
+def latex_to_python(tex: str) -> str | None:
+    """A LaTeX arithmetic expression as Python source (None when it uses other commands)."""
+    s = re.sub(r"\\(left|right|displaystyle)|\\[,;:! ]|\$", "", tex.strip())
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    for _ in range(8):  # innermost first: \frac{A}{B} -> ((A)/(B)), \sqrt[n]{A}, \sqrt{A}
+        new = re.sub(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"((\1)/(\2))", s)
+        new = re.sub(r"\\sqrt\s*\[([^\[\]{}]*)\]\s*\{([^{}]*)\}", r"((\2)**(1/(\1)))", new)
+        new = re.sub(r"\\sqrt\s*\{([^{}]*)\}", r"sqrt(\1)", new)
+        new = re.sub(r"(?<![a-zA-Z}\]])\{([^{}]*)\}", r"(\1)", new)  # x^{2}, not \frac's own groups
+        if new == s:
+            break
+        s = new
+    s = s.replace("\\cdot", "*").replace("\\times", "*").replace("\\pi", "pi").replace("^", "**")
+    s = s.replace("\u2212", "-").replace("\u00b7", "*")
+    if "\\" in s or "{" in s:
+        return None
+    s = re.sub(r"(?<=[\d)])\s*(?=[a-zA-Z(])", "*", s)  # implicit products: 2sqrt(3), 2pi, (a)(b)
+    return s
+
+
+_FUNCS = {"sqrt": None, "exp": math.exp, "log": math.log, "ln": math.log, "Abs": abs, "abs": abs}
+_CONSTS = {"pi": math.pi, "e": math.e, "E": math.e}
+
+
+def evaluate(source: str) -> list[Number] | None:
+    """The numbers a Python-syntax expression stands for: one for arithmetic (exact where possible),
+    several for tuples, lists, sets, dicts and unknown calls (`Point2D(2, 1)`); None if it is not
+    purely numeric. Only literal arithmetic is evaluated, with a size guard, never `eval`."""
+    if not source or len(source) > 400:
+        return None
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    try:
+        return _values(tree.body)
+    except (ArithmeticError, ValueError, TypeError, RecursionError, _NotNumeric):
+        return None
+
+
+class _NotNumeric(Exception):
+    pass
+
+
+def _values(node: ast.AST) -> list[Number]:
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [v for e in node.elts for v in _values(e)]
+    if isinstance(node, ast.Dict):
+        return [v for e in (*node.keys, *node.values) if e is not None for v in _values(e)]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in _FUNCS:
+        return [v for e in node.args for v in _values(e)]  # Point2D(2, 1), Rational(1, 2) ...
+    return [_scalar(node)]
+
+
+def _scalar(node: ast.AST) -> Number:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTS:
+        return _CONSTS[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        v = _scalar(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCS
+        and len(node.args) == 1
+    ):
+        v = _scalar(node.args[0])
+        if node.func.id == "sqrt":
+            if not isinstance(v, float) and v >= 0:
+                r = Fraction(math.isqrt(v.numerator), math.isqrt(v.denominator))
+                if r * r == v:
+                    return _simplest(r)
+            return math.sqrt(v)
+        return _FUNCS[node.func.id](v)
+    if isinstance(node, ast.BinOp):
+        a, b = _scalar(node.left), _scalar(node.right)
+        if isinstance(node.op, ast.Add):
+            return _simplest(a + b)
+        if isinstance(node.op, ast.Sub):
+            return _simplest(a - b)
+        if isinstance(node.op, ast.Mult):
+            return _simplest(a * b)
+        if isinstance(node.op, ast.Div):
+            exact = not isinstance(a, float) and not isinstance(b, float)
+            return _simplest(Fraction(a) / Fraction(b) if exact else a / b)
+        if isinstance(node.op, ast.Pow):
+            if abs(float(b)) > 4096 or (
+                abs(float(a)) > 1 and abs(float(b)) * math.log10(abs(float(a))) > 400
+            ):
+                raise _NotNumeric
+            if isinstance(b, int) or (isinstance(b, Fraction) and b.denominator == 1):
+                return _simplest(Fraction(a) ** int(b) if not isinstance(a, float) else a ** int(b))
+            return float(a) ** float(b)
+    raise _NotNumeric
+
+
+def _simplest(v: Number) -> Number:
+    if isinstance(v, Fraction) and v.denominator == 1:
+        return int(v)
+    if isinstance(v, complex):
+        raise _NotNumeric
+    return v
+
+
+def weight(v: Number) -> float:
+    """How telling it is that this value appears in the reasoning: 0 for small integers (they are
+    everywhere), 0.6 for two-digit integers and simple fractions, 1 for the rest."""
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return 0.0
+        if v.is_integer():
+            v = int(v)
+        else:
+            digits = len(re.sub(r"\D", "", f"{abs(v):.12g}").strip("0"))
+            return 1.0 if digits >= 3 else 0.6
+    if isinstance(v, Fraction):
+        return 0.6 if abs(v.numerator) <= 4 and v.denominator <= 4 else 1.0
+    return 0.0 if abs(v) <= 10 else 0.6 if abs(v) < 100 else 1.0
+
+
+def same(out: Number, text: Number, text_decimals: int = 0) -> bool:
+    """Whether a value printed by code and one written in prose are the same number: exactly for
+    exact values, to 1e-6 relative otherwise, and to the prose's rounding when it wrote >= 2 decimals."""
+    if not isinstance(out, float) and not isinstance(text, float):
+        return out == text
+    try:
+        fo, ft = float(out), float(text)
+    except OverflowError:
+        return False
+    if math.isclose(fo, ft, rel_tol=1e-6, abs_tol=1e-12):
+        return True
+    return text_decimals >= 2 and abs(fo - ft) <= 0.5 * 10**-text_decimals * (1 + 1e-9)
+
+
+# --- interpreter output -------------------------------------------------------------------------------
+
+_OPS = "+-*/^%"
+
+
+@dataclass(frozen=True)
+class OutputValues:
+    values: tuple[Number, ...]  # in order of appearance
+    key: Number | None  # the result the cell most likely exists for: the weightiest of its last line
+    booleans: bool  # prints True/False
+    expressions: tuple[str, ...]  # symbolic pieces (x**4 + 4), normalised
+
+
+def output_values(output: str) -> OutputValues:
+    values: list[Number] = []
+    expressions: list[str] = []
+    key: Number | None = None
+    booleans = False
+    for line in output.splitlines()[-60:]:
+        line = line[:1000]
+        line_values: list[Number] = []
+        for piece in _pieces(line):
+            if piece in ("True", "False"):
+                booleans = True
+                continue
+            got = evaluate(piece)
+            if got is None:
+                got = [f.value for f in find_numbers(piece)]
+                norm = normalise_expression(piece)
+                if len(norm) >= 5 and re.search(r"[a-zA-Z]", norm) and re.search(r"[-+^/]", norm):
+                    expressions.append(norm)
+            line_values += got
+        if line_values:
+            best = max(weight(v) for v in line_values)
+            key = next(v for v in reversed(line_values) if weight(v) == best)
+        values += line_values
+    return OutputValues(tuple(values), key, booleans, tuple(expressions))
+
+
+def _pieces(line: str) -> list[str]:
+    """Split a printed line at top-level separators: whitespace not next to an operator, ',', ':'
+    and '=' (print(a, b) and "x = 5" print several things on one line)."""
+    pieces, depth, current = [], 0, ""
+    s = line.strip()
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if depth == 0 and (ch in ",:=" or ch.isspace()):
+            before = s[:i].rstrip()[-1:]
+            after = s[i + 1 :].lstrip()[:1]
+            if ch.isspace() and (before in _OPS or after in _OPS or not before or not after):
+                current += ch
+                continue
+            pieces.append(current.strip())
+            current = ""
+            continue
+        current += ch
+    pieces.append(current.strip())
+    return [p for p in pieces if p]
+
+
+def normalise_expression(text: str) -> str:
+    """An expression reduced for substring comparison between Python and LaTeX spellings:
+    x**2 - 2*x + 2 and x^{2} - 2x + 2 both become x^2-2x+2."""
+    s = re.sub(r"\\(left|right|displaystyle|cdot|,|;|!)|[\s${}*]", "", text.replace("**", "^"))
+    return s.replace("\\times", "")
+
+
+# --- code facts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CodeFacts:
+    """What the code does, read from its syntax tree (or from its text when it does not parse)."""
+
+    names: set[str]  # every identifier and attribute name used
+    assigned: set[str]  # names the code binds itself (a variable called `dist` is not math.dist)
+    calls: set[str]  # called names, last part (solve, isprime, append, ...)
+    imports: set[str]  # imported modules, top level (sympy, itertools, ...)
+    ops: set[str]  # binary/unary operator class names (Mod, BitAnd, Pow, ...)
+    literals: list[Number]
+    expressions: list[str]  # normalised call arguments and assigned expressions
+    asserts: int = 0
+    printed_checks: int = 0  # comparisons / all() / any() printed or branched on outside loops
+    loops: int = 0
+    for_statements: int = 0
+    print_in_loop: bool = False
+    filtered: bool = False  # comprehension or loop with an `if` filter
+    collects: bool = False  # a list or set comprehension with a filter: candidates collected
+    recursion: bool = False
+    recurrence: bool = False
+    classes: bool = False
+    while_loop: bool = False  # a while loop whose condition calls something: run until found
+    breaks: bool = False
+    big_pow: bool = False  # ** with an exponent >= 64 and no modulus
+    pow_mod: bool = False
+
+
+def code_facts(code: str) -> CodeFacts:
+    """Facts from the syntax tree; from the text when the code does not parse (a cell that failed
+    with a SyntaxError still says what it meant to do)."""
+    try:
+        return _tree_facts(code, ast.parse(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        words = set(re.findall(r"[A-Za-z_]\w*", code))
+        calls = set(re.findall(r"([A-Za-z_]\w*)\s*\(", code))
+        imports = set(re.findall(r"(?:from|import)\s+([A-Za-z_]\w*)", code))
+        facts = CodeFacts(words, set(), calls, imports, set(), [], [])
+        facts.asserts = len(re.findall(r"^\s*assert\b", code, re.MULTILINE))
+        facts.printed_checks = len(re.findall(r"print\(.*(==|!=|\ball\(|\bany\().*\)", code))
+        facts.loops = len(re.findall(r"^\s*(for|while)\b", code, re.MULTILINE))
+        return facts
+
+
+def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
+    facts = CodeFacts(set(), set(), set(), set(), set(), [], [])
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            facts.names.add(node.id)
+            if isinstance(node.ctx, ast.Store):
+                facts.assigned.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            facts.names.add(node.attr)
+        elif isinstance(node, ast.Import):
+            facts.imports |= {a.name.split(".")[0] for a in node.names}
+            facts.names |= {a.name.split(".")[-1] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            facts.imports.add(node.module.split(".")[0])
+            facts.names |= {a.name for a in node.names}
+        elif isinstance(node, ast.BinOp | ast.UnaryOp | ast.AugAssign):
+            facts.ops.add(type(node.op).__name__)
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+                exp = node.right
+                if isinstance(exp, ast.Constant) and isinstance(exp.value, int) and exp.value >= 64:
+                    facts.big_pow = True
+        elif isinstance(node, ast.Call):
+            name = _call_name(node)
+            facts.calls.add(name)
+            if name == "pow" and len(node.args) == 3:
+                facts.pow_mod = True
+            for arg in node.args:
+                facts.expressions.append(_expression(code, arg))
+        elif isinstance(node, ast.Assign):
+            facts.expressions.append(_expression(code, node.value))
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            facts.literals.append(node.value)
+        elif isinstance(node, ast.Assert):
+            facts.asserts += 1
+        elif isinstance(node, ast.For | ast.While | ast.comprehension):
+            facts.loops += 1
+            facts.for_statements += isinstance(node, ast.For)
+            facts.while_loop |= isinstance(node, ast.While) and any(
+                isinstance(n, ast.Call) for n in ast.walk(node.test)
+            )
+            if isinstance(node, ast.comprehension) and node.ifs:
+                facts.filtered = True
+            if isinstance(node, ast.For | ast.While):
+                inner = [n for stmt in node.body for n in ast.walk(stmt)]
+                facts.print_in_loop |= any(
+                    isinstance(n, ast.Call) and _call_name(n) == "print" for n in inner
+                )
+                facts.filtered |= any(isinstance(n, ast.If) for n in inner)
+                facts.breaks |= any(isinstance(n, ast.Break | ast.Return) for n in inner)
+                facts.recurrence |= _recurrence(node)
+        elif isinstance(node, ast.ListComp | ast.SetComp) and any(g.ifs for g in node.generators):
+            facts.collects = True
+        elif isinstance(node, ast.ClassDef):
+            facts.classes = True
+    for name, fn in functions.items():
+        if any(isinstance(n, ast.Call) and _call_name(n) == name for n in ast.walk(fn)):
+            facts.recursion = True
+    facts.printed_checks = _printed_checks(tree)
+    facts.expressions = [e for e in facts.expressions if e]
+    return facts
+
+
+def _call_name(node: ast.Call) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+
+
+@lru_cache(maxsize=8)
+def _lines(code: str) -> tuple[str, ...]:
+    return tuple(code.splitlines(keepends=True))
+
+
+def _source_segment(code: str, node: ast.AST) -> str:
+    """`ast.get_source_segment` without re-splitting the whole cell for every node (it did, and that
+    was most of the classifier's time on long cells)."""
+    end_line, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
+    if end_line is None or end_col is None:
+        return ""
+    lines, first, last = _lines(code), node.lineno - 1, end_line - 1  # type: ignore[attr-defined]
+    if last >= len(lines):
+        return ""
+    if first == last:
+        return lines[first].encode()[node.col_offset : end_col].decode(errors="replace")  # type: ignore[attr-defined]
+    head = lines[first].encode()[node.col_offset :].decode(errors="replace")  # type: ignore[attr-defined]
+    return "".join([head, *lines[first + 1 : last], lines[last].encode()[:end_col].decode(errors="replace")])
+
+
+def _expression(code: str, node: ast.AST) -> str:
+    segment = _source_segment(code, node)
+    norm = normalise_expression(segment)
+    ok = len(norm) >= 6 and re.search(r"[a-zA-Z]", norm) and re.search(r"[-+^/]", norm)
+    return norm if ok else ""
+
+
+_LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _outside_loops(node: ast.AST) -> Iterable[ast.AST]:
+    """The nodes of a subtree, without descending into loops and comprehensions."""
+    yield node
+    if not isinstance(node, _LOOPS):
+        for child in ast.iter_child_nodes(node):
+            yield from _outside_loops(child)
+
+
+def _printed_checks(tree: ast.AST) -> int:
+    """Comparisons, all() and any() that are printed, or branched on, outside any loop: the shape of
+    a check. The same comparison inside a loop or a comprehension's filter is a search."""
+    count = 0
+    for node in _outside_loops(tree):
+        if isinstance(node, ast.Call) and _call_name(node) in ("all", "any"):
+            count += 1
+        elif isinstance(node, ast.Call) and _call_name(node) == "print":
+            count += sum(isinstance(n, ast.Compare) for arg in node.args for n in _outside_loops(arg))
+        elif isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and node.orelse:
+            count += 1
+    return count
+
+
+def _recurrence(loop: ast.AST) -> bool:
+    """A loop that builds a sequence from its own earlier terms: a[n] = f(a[n-1], ...) or
+    a.append(f(a[-1], a[-2]))."""
+
+    def reads(node: ast.AST, name: str) -> bool:
+        return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == name
+                   for n in ast.walk(node))  # fmt: skip
+
+    for n in ast.walk(loop):
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                if (
+                    isinstance(t, ast.Subscript)
+                    and isinstance(t.value, ast.Name)
+                    and reads(n.value, t.value.id)
+                ):
+                    return True
+                if isinstance(t, ast.Tuple) and isinstance(n.value, ast.Tuple):  # a, b = b, a + b
+                    bound = {e.id for e in t.elts if isinstance(e, ast.Name)}
+                    mixed = [v for v in n.value.elts if isinstance(v, ast.BinOp)]
+                    if any({x.id for x in ast.walk(v) if isinstance(x, ast.Name)} & bound for v in mixed):
+                        return True
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "append"
+                and isinstance(n.func.value, ast.Name) and any(reads(a, n.func.value.id) for a in n.args)):  # fmt: skip
+            return True
+    return False
+
+
+# --- functionality categories -------------------------------------------------------------------------
+
+# fmt: off
+_SYMPY_MANIP = frozenset("""simplify expand factor together apart collect cancel trigsimp nsimplify sympify Poly subs
+    interpolate coeff coeff_monomial radsimp powsimp expand_trig logcombine factor_list rewrite as_numer_denom
+    Rational""".split())
+# (category, calls or names that trigger it, imported modules that trigger it)
+_RULES: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = tuple(
+    (category, frozenset(calls.split()), frozenset(modules.split())) for category, calls, modules in (
+        ("Solving Equations and Systems of Equations",
+         "bisect brentq diophantine fsolve linsolve newton nonlinsolve nroots nsolve real_roots "
+         "root_scalar roots solve solve_linear solve_poly_system solveset",
+         ""),
+        ("Numerical Approximation Methods",
+         "bisect brentq evalf findroot fsolve minimize_scalar N newton nquad nsolve nsum odeint "
+         "quad root_scalar simpson solve_ivp trapezoid trapz",
+         ""),
+        ("Data Visualization and Plotting",
+         "hist imshow plot savefig scatter subplots",
+         "matplotlib plotly seaborn"),
+        ("Modular Arithmetic and Number Theory Operations",
+         "crt discrete_log divisor_count divisor_sigma divisors divmod egcd gcd gcdex igcd ilcm "
+         "is_quad_residue jacobi_symbol lcm legendre_symbol Mod mod_inverse multiplicity n_order "
+         "primitive_root reduced_totient sqrt_mod totient",
+         ""),
+        ("Prime Number Testing and Factorization",
+         "factorint factorrat is_prime isprime nextprime prevprime prime primefactors "
+         "primepi primerange primorial randprime sieve",
+         ""),
+        ("Geometric and Computational Geometry Calculations",
+         "angle area atan2 Circle circumcenter circumradius ConvexHull degrees dist distance "
+         "Ellipse hypot incenter inradius Line perimeter Point Point2D Point3D Polygon radians "
+         "Ray Segment shoelace Triangle",
+         "shapely"),
+        ("Probability, Statistics, and Simulations",
+         "binom Binomial Coin density Die E expectation mean median Normal P poisson pstdev std "
+         "stdev var variance",
+         "random statistics stats"),
+        ("Linear Algebra: Matrix and Vector Operations",
+         "cross det dot eig eigenvals eigenvects eigvals eye inv inverse linalg matmul Matrix "
+         "matrix_power nullspace rank rref solve_linear_system transpose",
+         ""),
+        ("Combinatorial Enumeration and Game Theory",
+         "bell binomial catalan comb combinations combinations_with_replacement derangements "
+         "factorial grundy mex multinomial nCr npartitions partitions perm permutations product "
+         "stirling subfactorial",
+         ""),
+        ("Graph Theory Algorithms",
+         "add_edge adj adjacency bfs dfs DiGraph dijkstra edges graph Graph neighbors popleft "
+         "shortest_path visited",
+         "networkx"),
+        ("Dynamic Programming and Recurrence Relations",
+         "cache dp lru_cache memo memoize recurrence rsolve",
+         ""),
+        ("FFT and Signal Processing",
+         "convolve fft fftfreq ifft irfft rfft signal",
+         ""),
+        ("Boolean Algebra and Logic Operations",
+         "And bin bit_count bit_length Equivalent Implies Not Or simplify_logic to_cnf to_dnf "
+         "truth_table Xor",
+         ""),
+        ("Big Integer and Arbitrary-Precision Arithmetic",
+         "Decimal dps getcontext mp mpf prec",
+         "decimal gmpy2 mpmath"),
+        ("Symbolic Integration, Differentiation, and Proof Verification",
+         "Derivative diff dsolve fourier_series idiff Integral integrate limit Limit "
+         "series Sum summation",
+         ""),
+        ("Linear Programming and Optimization Techniques",
+         "linprog LpProblem LpVariable milp minimize Problem Variable",
+         "cvxpy pulp"),
+        ("Algorithm Optimization and Numerical Stability",
+         "allclose expm1 fsum isclose log1p logsumexp longdouble",
+         ""),
+        ("Automated Theorem Proving and Symbolic Logic",
+         "Bool Exists ForAll Int prove Real satisfiable Solver",
+         "z3"),
+        ("Data Structures Implementation and Management",
+         "bisect_left bisect_right Counter defaultdict deque heappop heappush heapq OrderedDict "
+         "SortedList",
+         "collections heapq sortedcontainers"),
+    )
+)
+# fmt: on
+_TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "Geometric and Computational Geometry Calculations",
+        re.compile(
+            r"\b(triangle|circle|polygon|area|perimeter|radius|angle|coordinates?|hexagon|"
+            r"rectangle|sphere|cone|cylinder|volume|inradius|circumradius|tangent line|plane|distance|vectors?)\b",
+            re.I,
+        ),
+    ),
+    (
+        "Probability, Statistics, and Simulations",
+        re.compile(r"\b(probabilit\w*|expected (value|number)|random(ly)?|dice|die|coin|variance)\b", re.I),
+    ),
+    (
+        "Modular Arithmetic and Number Theory Operations",
+        re.compile(r"\b(remainder|modulo|mod|divisible|divisors?|congruen\w*|gcd|lcm)\b|\\pmod|\\bmod", re.I),
+    ),
+    ("Prime Number Testing and Factorization", re.compile(r"\bprimes?\b|\bfactori[sz]", re.I)),
+    ("Pattern Recognition and Analysis", re.compile(r"\b(pattern|first few terms|spot|differences)\b", re.I)),
+    ("Graph Theory Algorithms", re.compile(r"\b(graph|adjacency)\b", re.I)),
+    (
+        "Combinatorial Enumeration and Game Theory",
+        re.compile(
+            r"\b(how many ways|number of ways|arrangements?|permutations?|derangements?|tilings?)\b", re.I
+        ),
+    ),
+)
+
+
+def categories_of(code: str, output: str, context: str = "", *, verification: bool = False,
+                  facts: CodeFacts | None = None) -> tuple[tuple[str, ...], list[str]]:  # fmt: skip
+    """The functionality categories of a cell, with what triggered each (rules over the code's
+    calls, imports and shape; the reasoning around it only where the code alone cannot tell, such as
+    plain arithmetic on a triangle's sides)."""
+    f = facts or code_facts(code)
+    used = f.calls | (f.names - f.assigned)
+    hits: dict[str, str] = {}
+
+    def hit(category: str, why: str) -> None:
+        hits.setdefault(category, why)
+
+    sympy = "sympy" in f.imports or bool(used & {"symbols", "Symbol", "sympify"})
+    for category, triggers, modules in _RULES:
+        names = used | f.names if category.startswith("Dynamic") else used  # a table called dp is telling
+        matched = sorted(names & triggers) or sorted(f.imports & modules)
+        if category == "Combinatorial Enumeration and Game Theory" and matched == ["product"]:
+            matched = matched if "itertools" in f.imports or "product" in f.names else []
+        if (
+            category == "Probability, Statistics, and Simulations"
+            and matched
+            and set(matched) <= {"E", "P", "N"}
+        ):
+            matched = []
+        if matched:
+            hit(category, matched[0])
+    if sympy and used & _SYMPY_MANIP or (sympy and "sqrt" in used and not f.loops):
+        hit("Symbolic Mathematics and Manipulation", sorted(used & (_SYMPY_MANIP | {"sqrt"}))[0])
+    if "Mod" in f.ops or f.pow_mod:
+        hit("Modular Arithmetic and Number Theory Operations", "pow(a, b, m)" if f.pow_mod else "%")
+    if f.ops & {"BitAnd", "BitOr", "BitXor", "LShift", "RShift", "Invert"}:
+        hit("Boolean Algebra and Logic Operations", "bitwise operators")
+    if f.asserts or f.printed_checks:
+        hit("Property Verification and Theorem Checking", "assert" if f.asserts else "printed check")
+    if f.recursion:
+        fractal = re.search(r"fractal|sierpinski|koch|cantor|self-similar", code + context, re.I)
+        hit("Fractal and Recursive Pattern Generation" if fractal else "Dynamic Programming and Recurrence Relations",
+            "recursive function")  # fmt: skip
+    if f.recurrence:
+        hit("Dynamic Programming and Recurrence Relations", "recurrence over earlier terms")
+    if f.print_in_loop and not f.filtered:
+        hit("Pattern Recognition and Analysis", "prints terms in a loop")
+    counting = (
+        f.filtered
+        and "random" not in f.imports
+        and ("sum" in f.calls or bool(re.search(r"\b\w+\s*\+=\s*1\b", code)))
+    )
+    if counting:
+        hit("Combinatorial Enumeration and Game Theory", "counting by enumeration")
+    first = "next" in f.calls and f.filtered  # next(n for n in ... if ...)
+    if (
+        first
+        or f.loops
+        and "random" not in f.imports
+        and ({"max", "min"} & f.calls or f.breaks or f.while_loop)
+    ):
+        hit("Optimization and Solution Searching", "search loop")
+    elif f.filtered and not counting and (f.for_statements >= 2 or f.collects):
+        hit("Optimization and Solution Searching", "filtered enumeration")
+    if "random" in f.imports and f.loops:
+        hit("Data Generation and Simulation", "random trials")
+    if f.classes:
+        hit("Data Structures Implementation and Management", "class")
+    if f.big_pow or re.search(r"\b\d{20,}\b", output):
+        hit("Big Integer and Arbitrary-Precision Arithmetic", "integers beyond 64 bits")
+    if verification and output_values(output).booleans:
+        hit("Property Verification and Theorem Checking", "boolean result")
+    for category, pattern in _TEXT_RULES:
+        m = pattern.search(context)
+        if m and (not hits or category in _CONTEXT_CATEGORIES):
+            hit(category, f"reasoning: {m.group(0)!r}")
+    if not hits and verification:
+        hit("Property Verification and Theorem Checking", "a check with no other functionality")
+    if not hits:
+        outs = output_values(output)
+        floats = any(isinstance(v, float) and not v.is_integer() for v in outs.values)
+        hit("Numerical Approximation Methods" if floats else "Big Integer and Arbitrary-Precision Arithmetic",
+            "plain arithmetic")  # fmt: skip
+    ordered = tuple(c for c in CATEGORIES if c in hits)
+    return ordered, [f"{hits[c]}->{c.split(' ')[0]}" for c in ordered]
+
+
+# Domains the code alone rarely shows (plain arithmetic on a triangle's sides): these are taken from
+# the problem and the reasoning before the cell even when the code triggered other categories.
+_CONTEXT_CATEGORIES = frozenset({"Geometric and Computational Geometry Calculations",
+                                 "Probability, Statistics, and Simulations", "Graph Theory Algorithms"})  # fmt: skip
+
+
+# --- purpose ------------------------------------------------------------------------------------------
+
+_STRONG_VERIFY = re.compile(
+    r"\b(verif(y|ying|ied|ication)|double[- ]?check(ing)?|confirm(s|ing|ed|ation)?|make sure|sanity[- ]check|"
+    r"cross[- ]check|validat(e|ing)|ensure|to be (safe|sure)|is (this|that|it) (correct|right)|re-?check)\b",
+    re.I,
+)
+_ENUM_CHECK = re.compile(
+    r"\b(check|test|try)(ing)? (all|each|every|for (all|each|every)|which|the (remaining|possible|other)|"
+    r"possible|numbers|values|cases|candidates|small)\b",
+    re.I,
+)
+_WEAK_CHECK = re.compile(r"\b(check(ing)?|test(ing)?|plug(ging)? (in|it|them|back))\b", re.I)
+_CALC = re.compile(
+    r"\b(comput(e|ing)|calculat(e|ing)|evaluat(e|ing)|find|solv(e|ing)|determin(e|ing)|enumerat(e|ing)|"
+    r"count(ing)?|simulat(e|ing)|brute[- ]?forc(e|ing)|search(ing)?|iterat(e|ing)|tedious|factor(ing)?|"
+    r"expand(ing)?|list (all|the)|let me (code|program|write)|get (the|a|an)|fit|look at)\b",
+    re.I,
+)
+_CONCLUSION = re.compile(
+    r"\b(so|thus|therefore|hence|which gives|we get|giving|answer)\b[^\n]{0,120}?(=|\bis\b|\bequals\b|\bbe\b)"
+    r"\s*[$\\(]*\s*-?\d",
+    re.I,
+)
+
+
+@dataclass
+class _Evidence:
+    items: list[tuple[float, str]]
+
+    def add(self, w: float, text: str) -> None:
+        self.items.append((w, text))
+
+    @property
+    def score(self) -> float:
+        return sum(w for w, _ in self.items)
+
+
+def classify_cells(record: TrajectoryRecord) -> list[CellPurpose]:
+    """One label per executed cell, in order; deterministic, no model involved."""
+    cells = executed_cells(record)
+    if not cells:
+        return []
+    prose = prose_mask(record)
+    numbers = find_numbers(prose)
+    problem_values = [f.value for f in find_numbers(record.prompt)]
+    problem_norm = normalise_expression(record.prompt)
+    outputs = [output_values(c.output) if not c.failed else OutputValues((), None, False, ()) for c in cells]
+    labels = []
+    for cell in cells:
+        previous_end = cells[cell.index - 1].end if cell.index else 0
+        facts = code_facts(cell.code)
+        evidence = _evidence(cell, facts, prose, numbers, problem_values, problem_norm, outputs, previous_end)
+        purpose: Purpose = "verification" if evidence.score >= THRESHOLD else "calculation"
+        context = record.prompt[-1500:] + "\n" + prose[previous_end : cell.start][-600:]
+        categories, triggers = categories_of(
+            cell.code, cell.output, context, verification=purpose == "verification", facts=facts
+        )
+        labels.append(
+            CellPurpose(cell.index, purpose, categories, _explain(purpose, evidence, triggers), HEURISTIC)
+        )
+    return labels
+
+
+def label_cells(record: TrajectoryRecord) -> list[dict]:
+    """The heuristic's labels as columns for `analyze_run(cell_labelers=[label_cells])`: one dict per
+    executed cell with `cell_index`, `purpose`, `purpose_categories`, `purpose_evidence`, `purpose_method`."""
+    return [_columns(p, "purpose") for p in classify_cells(record)]
+
+
+def purpose_rows(
+    records: Sequence[TrajectoryRecord],
+    labels: Sequence[Sequence[CellPurpose]] | None = None,
+    prefix: str = "purpose",
+) -> list[dict]:
+    """Flat rows keyed (task, problem_id, sample_idx, cell_index), for labels computed in one batch
+    (`PurposeJudge.classify_many`) and joined with `analyze.join_labels`; `prefix` names the columns
+    (e.g. "judge_purpose" beside the heuristic's). `labels` default to the heuristic's."""
+    labels = labels if labels is not None else [classify_cells(r) for r in records]
+    if len(labels) != len(records):
+        raise ValueError(f"{len(labels)} label lists for {len(records)} records")
+    return [
+        {"task": r.task, "problem_id": r.problem_id, "sample_idx": r.sample_idx, **_columns(p, prefix)}
+        for r, cells in zip(records, labels)
+        for p in cells
+    ]
+
+
+def _columns(label: CellPurpose, prefix: str) -> dict:
+    return {
+        "cell_index": label.cell_index,
+        prefix: label.purpose,
+        f"{prefix}_categories": list(label.categories),
+        f"{prefix}_evidence": label.evidence,
+        f"{prefix}_method": label.method,
+    }
+
+
+def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found], problem_values: Sequence[Number],
+              problem_norm: str, outputs: Sequence[OutputValues], previous_end: int) -> _Evidence:  # fmt: skip
+    ev = _Evidence([])
+    before = [f for f in numbers if f.pos < cell.start]
+    recent = prose[previous_end : cell.start]
+    out = outputs[cell.index]
+
+    # 1. Is what the cell prints already in the reasoning?
+    echoed = {v for v in facts.literals if weight(v) > 0}
+    significant = [
+        v for v in dict.fromkeys(out.values) if weight(v) > 0 and not any(same(v, e) for e in echoed)
+    ]
+    matches = {v: _match(v, before, previous_end) for v in significant}
+    key = out.key if out.key is not None and weight(out.key) > 0 else None
+    if key is None and out.key is not None:  # a small result counts when it is claimed just before
+        hit = _match(
+            out.key, [f for f in before if f.pos >= previous_end and f.claim], previous_end, trivial=True
+        )
+        if hit is not None:
+            ev.add(2.0, f"output {_fmt(out.key)} stated just before ({_snippet(prose, hit.pos)})")
+    elif key is not None and key in matches and matches[key] is not None:
+        ev.add(3.0, f"output {_fmt(key)} already in the reasoning ({_snippet(prose, matches[key].pos)})")
+    elif significant and sum(m is not None for m in matches.values()) * 2 >= len(significant):
+        hit = next(m for m in matches.values() if m is not None)
+        ev.add(2.0, f"most printed values already in the reasoning ({_snippet(prose, hit.pos)})")
+    elif key is not None:
+        earlier = [i for i in range(cell.index) if any(same(key, v) for v in outputs[i].values)]
+        approx = _approximate(key, before) if isinstance(key, float) else None
+        if earlier:
+            ev.add(1.5, f"output {_fmt(key)} repeats the output of cell {earlier[-1]}")
+        elif approx is not None:
+            ev.add(
+                1.5, f"output {_fmt(key)} approximates {_fmt(approx.value)} ({_snippet(prose, approx.pos)})"
+            )
+        elif significant and all(m is None for m in matches.values()):
+            ev.add(-2.0, f"output {_fmt(key)} is new (not in the reasoning)")
+        else:
+            ev.add(-1.0, f"output {_fmt(key)} is new")
+    if len(significant) < len(
+        [v for v in out.values if weight(v) > 0 and not any(same(v, e) for e in echoed)]
+    ):
+        twins = [v for v in significant if sum(same(v, w) for w in out.values) >= 2]
+        if twins:
+            ev.add(1.5, f"prints {_fmt(twins[0])} twice (two ways compared)")
+    prior_norm = normalise_expression(prose[: cell.start])
+    for expr in out.expressions:
+        if expr in prior_norm and expr not in problem_norm:
+            ev.add(2.5, f"printed expression {expr} already in the reasoning")
+            break
+
+    # 2. Does the code have the shape of a check?
+    if facts.asserts:
+        ev.add(2.0, "assert")
+    elif facts.printed_checks or out.booleans:
+        ev.add(1.5, "prints a comparison" if facts.printed_checks else "prints a boolean")
+    for expr in facts.expressions:
+        if expr in prior_norm and expr not in problem_norm:
+            ev.add(1.0, f"code uses {expr} from the reasoning")
+            break
+    claimed = [v for v in facts.literals if weight(v) > 0 and not any(same(v, p) for p in problem_values)]
+    for v in claimed:
+        hit = _match(v, [f for f in before if f.claim], previous_end)
+        if hit is not None:
+            ev.add(0.5, f"code plugs in {_fmt(v)} from the reasoning")
+            break
+
+    # 3. What did the reasoning announce right before the cell?
+    window = recent.rstrip()[-VOCAB_WINDOW:]
+    strong = list(_STRONG_VERIFY.finditer(window))
+    enum = list(_ENUM_CHECK.finditer(window))
+    weak = [
+        m for m in _WEAK_CHECK.finditer(window) if not any(e.start() <= m.start() < e.end() for e in enum)
+    ]
+    calc = list(_CALC.finditer(window))
+    if strong:
+        ev.add(1.5, f"{strong[-1].group(0)!r} before the cell")
+        if _CONCLUSION.search(recent):
+            ev.add(0.5, "a result was concluded before")
+    elif weak:
+        ev.add(0.5, f"{weak[-1].group(0)!r} before the cell")
+    if enum:
+        ev.add(-0.5, f"{enum[-1].group(0)!r} (a search) before the cell")
+    if calc and not strong:
+        ev.add(-1.0, f"{calc[-1].group(0)!r} before the cell")
+    return ev
+
+
+def _match(value: Number, found: Sequence[Found], recent_start: int, trivial: bool = False) -> Found | None:
+    """The latest place in the reasoning where `value` stands (two-digit values and simple
+    fractions only as claims or in the text right before the cell)."""
+    w = weight(value)
+    for f in reversed(found):
+        if (w >= 1 or trivial or f.claim or f.pos >= recent_start) and same(value, f.value, f.decimals):
+            return f
+    return None
+
+
+def _approximate(value: float, found: Sequence[Found]) -> Found | None:
+    """A simulation or float evaluation landing within 1% of a value the reasoning stated."""
+    if weight(value) < 1:
+        return None
+    for f in reversed(found):
+        if weight(f.value) > 0 and f.claim and abs(f.value) < 1e300:
+            if abs(value - float(f.value)) <= 0.01 * abs(float(f.value)):
+                return f
+    return None
+
+
+def _fmt(v: Number) -> str:
+    text = str(v) if not isinstance(v, float) else f"{v:.10g}"
+    return text if len(text) <= 24 else text[:10] + "..." + text[-6:]
+
+
+def _snippet(prose: str, pos: int) -> str:
+    start = max(prose.rfind("\n", 0, pos) + 1, pos - 40)
+    end = prose.find("\n", pos)
+    end = min(end if end != -1 else len(prose), pos + 30)
+    return repr(" ".join(prose[start:end].split()))
+
+
+def _explain(purpose: Purpose, evidence: _Evidence, triggers: list[str]) -> str:
+    items = sorted(evidence.items, key=lambda item: -abs(item[0]))
+    side = [t for w, t in items if (w > 0) == (purpose == "verification")]
+    other = [t for w, t in items if (w > 0) != (purpose == "verification")]
+    if side:
+        why = "; ".join(side[:3])
+    elif other:  # only weak evidence of a check: say what it was
+        why = f"too weak for a check: {'; '.join(other[:2])}"
+    else:
+        why = "no evidence either way (default)"
+    return f"{why} [score {evidence.score:+.1f}]; categories: {', '.join(triggers)}"
