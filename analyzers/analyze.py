@@ -16,11 +16,13 @@ elsewhere in one batch (an LLM judge) join the same way with `join_labels`.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -320,11 +322,11 @@ def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, key: Iterable[str] = 
 
 
 def _apply_cell_labelers(cells: pd.DataFrame, records: list[TrajectoryRecord], labelers) -> pd.DataFrame:
-    for labeler in labelers:
+    for labeler, outputs in zip(labelers, _run_labelers(records, labelers)):
         rows = []
-        for record in records:
+        for record, labels in zip(records, outputs):
             key = dict(zip(TRAJECTORY_KEY, record.key))
-            for label in labeler(record):
+            for label in labels:
                 if "cell_index" not in label:
                     raise AnalysisError(f"cell labeler {_name(labeler)} returned a row without cell_index")
                 rows.append({**key, **label})
@@ -336,11 +338,43 @@ def _apply_cell_labelers(cells: pd.DataFrame, records: list[TrajectoryRecord], l
 def _apply_trajectory_labelers(
     frame: pd.DataFrame, records: list[TrajectoryRecord], labelers
 ) -> pd.DataFrame:
-    for labeler in labelers:
-        rows = [{**dict(zip(TRAJECTORY_KEY, r.key)), **labeler(r)} for r in records]
+    for outputs in _run_labelers(records, labelers):
+        rows = [{**dict(zip(TRAJECTORY_KEY, r.key)), **out} for r, out in zip(records, outputs)]
         if rows:
             frame = join_labels(frame, pd.DataFrame(rows), TRAJECTORY_KEY)
     return frame
+
+
+PARALLEL_FROM = 400  # records; below this, forking costs more than it saves
+_shared: tuple[list[TrajectoryRecord], Sequence[Callable]] | None = None  # what forked workers read
+
+
+def _run_labelers(records: list[TrajectoryRecord], labelers: Sequence[Callable]) -> list[list[Any]]:
+    """Each labeler's output for each record. The heuristics are pure Python and CPU-bound, so big
+    runs are split over forked processes (one per CPU); the records and labelers reach them by fork,
+    unpickled, and only the labels come back."""
+    global _shared
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if (
+        not labelers
+        or len(records) < PARALLEL_FROM
+        or workers < 2
+        or "fork" not in mp.get_all_start_methods()
+    ):
+        return [[labeler(r) for r in records] for labeler in labelers]
+    bounds = [len(records) * i // (4 * workers) for i in range(4 * workers + 1)]
+    _shared = (records, labelers)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            chunks = list(pool.map(_label_chunk, zip(bounds, bounds[1:])))
+    finally:
+        _shared = None
+    return [[label for chunk in chunks for label in chunk[i]] for i in range(len(labelers))]
+
+
+def _label_chunk(span: tuple[int, int]) -> list[list[Any]]:
+    records, labelers = _shared  # type: ignore[misc]
+    return [[labeler(r) for r in records[span[0] : span[1]]] for labeler in labelers]
 
 
 def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:

@@ -317,6 +317,18 @@ def test_cell_and_trajectory_labelers_join_by_key(tmp_path):
         join_labels(analysis.cells.drop(columns=["purpose", "purpose_evidence"]), bad)
 
 
+def test_labels_from_forked_workers_equal_the_serial_ones(tmp_path, monkeypatch):
+    import cortbench.analyzers.analyze as analyze
+
+    run = _write_run(tmp_path / "run", _run_records())
+    serial = analyze_run(run, write=False)
+    monkeypatch.setattr(analyze, "PARALLEL_FROM", 1)
+    parallel = analyze_run(run, write=False)
+    pd.testing.assert_frame_equal(serial.cells, parallel.cells)
+    pd.testing.assert_frame_equal(serial.trajectories, parallel.trajectories)
+    assert serial.summary["behaviours"] == parallel.summary["behaviours"]
+
+
 def test_analyze_command_errors_are_one_line(tmp_path):
     done = _cortbench("analyze", str(tmp_path / "missing"), timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
