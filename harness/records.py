@@ -80,7 +80,9 @@ class TrajectoryRecord:
     generation: str  # the full text, output blocks included
     finish_reason: str  # "stop" | "length" | "tool_limit" | "error" | ...
     gold: str | None = None
-    problem_meta: dict[str, Any] = field(default_factory=dict)  # the task's per-problem metadata (answer type, ...)
+    problem_meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # the task's per-problem metadata (answer type, ...)
     segments: list[Segment] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     hints: list[InsertedHint] = field(default_factory=list)

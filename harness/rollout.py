@@ -137,7 +137,9 @@ async def run_rollout(
         shown = result.output
         if len(out.tool_calls) == limits.max_tool_calls:
             shown += limits.tool_limit_message
-        insert(("" if out.generation.endswith("\n") else "\n") + output_block(shown))  # fence ended the sequence
+        insert(
+            ("" if out.generation.endswith("\n") else "\n") + output_block(shown)
+        )  # fence ended the sequence
         insert(hints.after_output(out.generation, call), "after_output")
     out.total_tokens = prompt_tokens + out.generated_tokens + out.inserted_tokens
     return out

@@ -52,7 +52,11 @@ def test_bad_request_is_a_422_not_a_crash(server):
 def test_chat_messages_as_prompt_and_the_chat_endpoint(server):
     url, _ = server
     messages = [{"role": "user", "content": "What is 5*5?"}]
-    body = httpx.post(url + "/v1/completions", json={"prompt": messages, "max_tokens": 60}, timeout=300).json()
+    body = httpx.post(
+        url + "/v1/completions", json={"prompt": messages, "max_tokens": 60}, timeout=300
+    ).json()
     assert len(body["choices"]) == 1 and body["choices"][0]["text"].startswith("```python\n")
-    chat = httpx.post(url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 60}, timeout=300)
+    chat = httpx.post(
+        url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 60}, timeout=300
+    )
     assert chat.json()["choices"][0]["message"]["content"].startswith("```python\n")
