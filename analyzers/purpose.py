@@ -164,7 +164,8 @@ def _claimed(text: str, pos: int) -> bool:
     return bool(_CLAIM.search(text[max(0, pos - 24) : pos]))
 
 
-def find_numbers(text: str) -> list[Found]:
+@lru_cache(maxsize=512)  # the purpose and behaviour passes read the same texts
+def find_numbers(text: str) -> tuple[Found, ...]:
     """Every number in prose or output: integers (1,024 / 1{,}024), decimals, percentages, a/b,
     \\frac{a}{b}, and values of closed LaTeX expressions (\\frac{25\\sqrt{3}}{4}, e - 2)."""
     found: list[Found] = []
@@ -206,7 +207,7 @@ def find_numbers(text: str) -> list[Found]:
             values = evaluate(latex_to_python(piece[1]) or "")
             if values and len(values) == 1:
                 found.append(Found(values[0], pos, 0, True))
-    return sorted(found, key=lambda f: f.pos)
+    return tuple(sorted(found, key=lambda f: f.pos))
 
 
 def _closed_form(tex: str) -> bool:
