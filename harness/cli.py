@@ -262,7 +262,8 @@ def run(
                     rate = f"{stats['tokens'] / elapsed:.0f} tok/s · {stats['tool_calls'] / elapsed:.1f} calls/s · {stats['tool_errors']} code errors"
                     progress.update(bar, advance=1, rate=rate)
 
-                async with LocalSandbox(SandboxConfig(timeout_s=timeout)) as sandbox:
+                warm = min(concurrency, 16)  # trajectories past the warm ones wait for a kernel start
+                async with LocalSandbox(SandboxConfig(timeout_s=timeout, warm_kernels=warm)) as sandbox:
                     await run_samples(problems, generator, sandbox, store, plan, on_record=on_record)
             stats["total_in_run"] = len(store)
         return stats

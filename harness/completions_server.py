@@ -125,7 +125,8 @@ def create_app(
         if "recorder" in state:
             recorder: _Recorder = state["recorder"]
             problem, idx = recorder.problem(text)
-            recorder.store.append(build_record(problem, idx, prompt, rollout, generator, started_at))
+            record = build_record(problem, idx, prompt, rollout, generator, started_at)
+            await asyncio.to_thread(recorder.store.append, record)
         calls = rollout.tool_calls
         return {
             "text": rollout.generation,

@@ -98,7 +98,7 @@ async def run_samples(
             async with sandbox.session() as kernel:
                 rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)
             record = build_record(problem, idx, prompt, rollout, generator, started_at)
-            store.append(record)
+            await asyncio.to_thread(store.append, record)  # fsync off the event loop
             written += 1
             if on_record is not None:
                 on_record(record)

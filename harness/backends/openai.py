@@ -42,6 +42,8 @@ class OpenAIGenerator:
         tokenizer: an HF tokenizer name/path (or object) for exact token counts; without one,
             prompt and output tokens are approximated (4 characters a token) and marked so.
         max_concurrency: requests in flight at once; retries, backoff_s: retry policy.
+        extra_body: fields added to every request (server-specific sampling: seed, top_k,
+            repetition_penalty, cache_prompt, ...).
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class OpenAIGenerator:
         timeout_s: float = 600.0,
         retries: int = 5,
         backoff_s: float = 0.5,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.extra_body = dict(extra_body or {})
         self.model = model
         self.temperature, self.top_p = temperature, top_p
         self.retries, self.backoff_s = retries, backoff_s
@@ -129,6 +133,7 @@ class OpenAIGenerator:
             "max_tokens": max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            **self.extra_body,
         }
         if stop:
             payload["stop"] = list(stop)
