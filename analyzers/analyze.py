@@ -97,21 +97,26 @@ def analyze_run(
     max_calls = config.get("max_tool_calls")
     correct = _grades(run_dir)
 
+    labels = _Labels(records, [*cell_labelers, *trajectory_labelers])  # heavy: starts in the background
     traj_rows: list[dict[str, Any]] = []
     cell_rows: list[dict[str, Any]] = []
     import_rows: list[dict[str, Any]] = []
-    for record in records:
-        row, cells, modules = _analyze_record(record, record_label, counter, f"hf:{tokenizer}", max_calls)
-        row["correct"] = correct.get(record.key)
-        traj_rows.append(row)
-        cell_rows.extend(cells)
-        import_rows.extend(modules)
+    try:
+        for record in records:
+            row, cells, modules = _analyze_record(record, record_label, counter, f"hf:{tokenizer}", max_calls)
+            row["correct"] = correct.get(record.key)
+            traj_rows.append(row)
+            cell_rows.extend(cells)
+            import_rows.extend(modules)
+        outputs = labels.get()
+    finally:
+        labels.close()
 
     trajectories = pd.DataFrame(traj_rows, columns=_TRAJ_COLUMNS if not traj_rows else None)
     cells_df = pd.DataFrame(cell_rows, columns=_CELL_COLUMNS if not cell_rows else None)
     imports_df = pd.DataFrame(import_rows, columns=_IMPORT_COLUMNS if not import_rows else None)
-    cells_df = _apply_cell_labelers(cells_df, records, cell_labelers)
-    trajectories = _apply_trajectory_labelers(trajectories, records, trajectory_labelers)
+    cells_df = _apply_cell_labelers(cells_df, records, cell_labelers, outputs[: len(cell_labelers)])
+    trajectories = _apply_trajectory_labelers(trajectories, records, outputs[len(cell_labelers) :])
 
     summary = summarize(traj_rows, imports_df, config)
     summary.update(label_summaries(trajectories, cells_df))
@@ -321,10 +326,12 @@ def join_labels(frame: pd.DataFrame, labels: pd.DataFrame, key: Iterable[str] = 
     return frame.merge(labels, on=key, how="left", validate="one_to_one")
 
 
-def _apply_cell_labelers(cells: pd.DataFrame, records: list[TrajectoryRecord], labelers) -> pd.DataFrame:
-    for labeler, outputs in zip(labelers, _run_labelers(records, labelers)):
+def _apply_cell_labelers(
+    cells: pd.DataFrame, records: list[TrajectoryRecord], labelers, outputs
+) -> pd.DataFrame:
+    for labeler, per_record in zip(labelers, outputs):
         rows = []
-        for record, labels in zip(records, outputs):
+        for record, labels in zip(records, per_record):
             key = dict(zip(TRAJECTORY_KEY, record.key))
             for label in labels:
                 if "cell_index" not in label:
@@ -335,11 +342,9 @@ def _apply_cell_labelers(cells: pd.DataFrame, records: list[TrajectoryRecord], l
     return cells
 
 
-def _apply_trajectory_labelers(
-    frame: pd.DataFrame, records: list[TrajectoryRecord], labelers
-) -> pd.DataFrame:
-    for outputs in _run_labelers(records, labelers):
-        rows = [{**dict(zip(TRAJECTORY_KEY, r.key)), **out} for r, out in zip(records, outputs)]
+def _apply_trajectory_labelers(frame: pd.DataFrame, records: list[TrajectoryRecord], outputs) -> pd.DataFrame:
+    for per_record in outputs:
+        rows = [{**dict(zip(TRAJECTORY_KEY, r.key)), **out} for r, out in zip(records, per_record)]
         if rows:
             frame = join_labels(frame, pd.DataFrame(rows), TRAJECTORY_KEY)
     return frame
@@ -349,27 +354,38 @@ PARALLEL_FROM = 400  # records; below this, forking costs more than it saves
 _shared: tuple[list[TrajectoryRecord], Sequence[Callable]] | None = None  # what forked workers read
 
 
-def _run_labelers(records: list[TrajectoryRecord], labelers: Sequence[Callable]) -> list[list[Any]]:
-    """Each labeler's output for each record. The heuristics are pure Python and CPU-bound, so big
-    runs are split over forked processes (one per CPU); the records and labelers reach them by fork,
-    unpickled, and only the labels come back."""
-    global _shared
-    workers = min(len(os.sched_getaffinity(0)), 8)
-    if (
-        not labelers
-        or len(records) < PARALLEL_FROM
-        or workers < 2
-        or "fork" not in mp.get_all_start_methods()
-    ):
-        return [[labeler(r) for r in records] for labeler in labelers]
-    bounds = [len(records) * i // (4 * workers) for i in range(4 * workers + 1)]
-    _shared = (records, labelers)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            chunks = list(pool.map(_label_chunk, zip(bounds, bounds[1:])))
-    finally:
-        _shared = None
-    return [[label for chunk in chunks for label in chunk[i]] for i in range(len(labelers))]
+class _Labels:
+    """Each labeler's output for each record. The heuristics are pure Python and CPU-bound, so for
+    big runs they start in forked processes (one per CPU) before the main pass and run beside it;
+    records and labelers reach the workers by fork, unpickled, and only the labels come back."""
+
+    def __init__(self, records: list[TrajectoryRecord], labelers: Sequence[Callable]) -> None:
+        global _shared
+        self.records, self.labelers, self.pool, self.futures = records, labelers, None, []
+        workers = min(len(os.sched_getaffinity(0)), 8)
+        if (
+            not labelers
+            or len(records) < PARALLEL_FROM
+            or workers < 2
+            or "fork" not in mp.get_all_start_methods()
+        ):
+            return
+        bounds = [len(records) * i // (4 * workers) for i in range(4 * workers + 1)]
+        _shared = (records, labelers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        self.futures = [self.pool.submit(_label_chunk, span) for span in zip(bounds, bounds[1:])]
+
+    def close(self) -> None:
+        global _shared
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool, _shared = None, None
+
+    def get(self) -> list[list[Any]]:
+        if self.pool is None:
+            return [[labeler(r) for r in self.records] for labeler in self.labelers]
+        chunks = [future.result() for future in self.futures]
+        return [[label for chunk in chunks for label in chunk[i]] for i in range(len(self.labelers))]
 
 
 def _label_chunk(span: tuple[int, int]) -> list[list[Any]]:
