@@ -35,7 +35,11 @@ class HintPolicy:
     """No hints. Subclasses override the points they use.
 
     `before_code` is only consulted when `watches_code` is true: the loop then also stops when the
-    model opens a python block, which costs one more backend call per block.
+    model opens a python block, which costs one more backend call per block. It needs a backend that
+    says which stop string ended a completion (hf, vllm, and OpenAI-compatible servers that return
+    `stop_reason`, such as vLLM's). llama.cpp (in process or its servers) strips stop strings
+    without saying which one matched, so an opening fence there reads as the end of the turn: use
+    policies without `before_code` with llama.cpp.
     """
 
     watches_code: bool = False
