@@ -480,8 +480,9 @@ def code_facts(code: str) -> CodeFacts:
 
 def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
     facts = CodeFacts(set(), set(), set(), set(), set(), [], [])
-    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    for node in ast.walk(tree):
+    nodes = list(ast.walk(tree))
+    functions = {n.name: n for n in nodes if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for node in nodes:
         if isinstance(node, ast.Name):
             facts.names.add(node.id)
             if isinstance(node.ctx, ast.Store):
@@ -577,11 +578,14 @@ _LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictC
 
 
 def _outside_loops(node: ast.AST) -> Iterable[ast.AST]:
-    """The nodes of a subtree, without descending into loops and comprehensions."""
-    yield node
-    if not isinstance(node, _LOOPS):
-        for child in ast.iter_child_nodes(node):
-            yield from _outside_loops(child)
+    """The nodes of a subtree, without descending into loops and comprehensions (depth first, as
+    written: an explicit stack, since nested generators were a tenth of the classifier's time)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if not isinstance(current, _LOOPS):
+            stack.extend(reversed(list(ast.iter_child_nodes(current))))
 
 
 def _printed_checks(tree: ast.AST) -> int:
