@@ -41,6 +41,7 @@ from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
+from _machine import cpu_model  # bench/_machine.py (the script's own folder is on sys.path)
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from cortbench.analyzers.grading import Grader
@@ -114,15 +115,9 @@ def _children_cpu() -> float:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "math_verify": version("math-verify"),
         "sympy": version("sympy"),

@@ -66,6 +66,7 @@ from functools import partial
 # forks its executor pools, so the workers inherit them; give the baseline the same advantage.
 import numpy  # noqa: F401
 import sympy  # noqa: F401
+from _machine import cpu_model  # bench/_machine.py (the script's own folder is on sys.path)
 
 from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
 
@@ -2349,12 +2350,6 @@ def cell_time_stats(cell_ms: list[list[float]], clock: str) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     try:
         with open("/proc/loadavg") as fh:
             load = fh.read().split()[:3]
@@ -2374,7 +2369,7 @@ def machine_info() -> dict:
 
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "kernel": platform.release(),
         "loadavg_at_start": load,

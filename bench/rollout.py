@@ -52,6 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+from _machine import cpu_model  # bench/_machine.py (the script's own folder is on sys.path)
 
 from cortbench.harness import runner as runner_module
 from cortbench.harness.backends import get_backend
@@ -65,7 +66,7 @@ from cortbench.harness.store import RunStore
 from cortbench.tasks.problems import Problem, load_jsonl
 from cortbench.tasks.prompts import CODE_HINT, COT_INSTRUCTION
 
-DATA = Path(os.environ.get("CORT_DATA", "/work/shared/data/cort"))
+DATA = Path(os.environ.get("CORT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "cort"))
 TASK_FILES = ("test_aime24.jsonl", "test_math500.jsonl")
 SEED = 1234
 
@@ -439,15 +440,7 @@ def _median(xs: list[float]) -> float:
 
 
 def _machine() -> dict[str, str]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
+    return {"nproc": str(os.cpu_count()), "cpu": cpu_model("?"), "python": platform.python_version(),
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}  # fmt: skip
 
 
