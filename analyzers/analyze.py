@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -36,13 +35,12 @@ from .behaviours import KINDS, label_behaviours
 from .code import cells_of, code_stats, summarize_code
 from .libraries import CHEMISTRY_MODULE, imports_in, is_chemistry, module_rows
 from .purpose import label_cells
-from .results_file import update_results
+from .results_file import GRADES, replace_atomically, update_results
 from .tokens import Counter as TokenCounter
 from .tokens import hf_counter, locate_segments, record_tokenizer, token_split
 
 SCHEMA_VERSION = 1
 ANALYSIS_DIR = "analysis"
-GRADES = "grades.jsonl"
 TRAJECTORY_KEY = ("task", "problem_id", "sample_idx")
 CELL_KEY = (*TRAJECTORY_KEY, "cell_index")
 TOKEN_PARTS = ("reasoning", "code", "output", "final_answer", "hints", "generated", "response")
@@ -129,7 +127,7 @@ def analyze_run(
         directory = run_dir / ANALYSIS_DIR
         directory.mkdir(exist_ok=True)
         for name, frame in (("trajectories", trajectories), ("cells", cells_df), ("imports", imports_df)):
-            _write_parquet(frame, directory / f"{name}.parquet")
+            replace_atomically(directory / f"{name}.parquet", partial(frame.to_parquet, index=False))
         summary["files"] = {n: f"{ANALYSIS_DIR}/{n}.parquet" for n in ("trajectories", "cells", "imports")}
         update_results(run_dir, {"analysis": summary})
     return Analysis(trajectories, cells_df, imports_df, summary, directory)
@@ -407,18 +405,6 @@ def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:
             except (ValueError, KeyError, TypeError):
                 continue
     return out
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _name(fn: Callable) -> str:

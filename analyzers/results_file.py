@@ -7,26 +7,35 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 RESULTS = "results.json"
+GRADES = "grades.jsonl"  # written by `cortbench score`, one graded sample a line
 
 
 class ResultsFileError(RuntimeError):
     """results.json exists but cannot be read as a JSON object: it is left as it is."""
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
+def replace_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """`write` fills a temporary file beside `path`, which then replaces `path` in one step."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+        write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    replace_atomically(
+        path, lambda tmp: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+    )
 
 
 def update_results(run_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,8 @@ from ..tasks.registry import groups
 from .chem import answer_key, grade_chem, uses_chem_grader
 from .grading import Grade, Grader
 from .metrics import Estimate, estimate, majority_correct, mean_of, pass_at_k
-from .results_file import update_results, write_atomic
+from .results_file import GRADES, update_results, write_atomic
 
-GRADES = "grades.jsonl"
 SCHEMA_VERSION = 1
 
 
