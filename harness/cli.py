@@ -93,6 +93,14 @@ DEMO_CELLS = [
 ]
 
 
+BackendName = Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai, vllm.")]
+ModelName = Annotated[
+    str | None, typer.Option(help="Model path or id (llamacpp: a GGUF; default: embedded SmolLM2).")
+]
+BaseUrl = Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL.")]
+TokenizerName = Annotated[
+    str | None, typer.Option(help="openai backend: HF tokenizer for the chat template and token counts.")
+]
 BackendArgs = Annotated[
     list[str] | None,
     typer.Option(
@@ -121,6 +129,14 @@ def _backend_options(
     return options
 
 
+def _limits(generator, max_tool_calls: int, max_tokens: int):
+    """The protocol's limits, with the token budgets capped by the model's context length."""
+    from .rollout import Limits
+
+    tokens = min(max_tokens, getattr(generator, "context_length", None) or max_tokens)
+    return Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=tokens, max_total_tokens=tokens)
+
+
 @app.command("run")
 def run(
     tasks: Annotated[
@@ -132,14 +148,10 @@ def run(
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory, e.g. runs/x.")],
-    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai, vllm.")] = "llamacpp",
-    model: Annotated[
-        str | None, typer.Option(help="Model path or id (llamacpp: a GGUF; default: embedded SmolLM2).")
-    ] = None,
-    base_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL.")] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="openai backend: HF tokenizer for the chat template and token counts.")
-    ] = None,
+    backend: BackendName = "llamacpp",
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    tokenizer: TokenizerName = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -181,7 +193,6 @@ def run(
     from ..tasks.registry import resolve_tasks
     from .backends import BackendError, get_backend
     from .hints import HintError, get_hint_policy
-    from .rollout import Limits
     from .runner import SamplingPlan, run_samples
     from .store import RunStore, RunStoreError
 
@@ -236,11 +247,11 @@ def run(
         generator = get_backend(backend, **options)
         if model is None and hasattr(generator, "model_path"):  # the embedded default: say which model ran
             config["model_file"] = os.path.basename(generator.model_path)
-        context = getattr(generator, "context_length", None) or max_tokens
-        if context < max_tokens:
-            err_console.print(f"note: the model's context is {context} tokens; trajectories are capped there")
-        limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
-                        max_total_tokens=min(max_tokens, context))  # fmt: skip
+        limits = _limits(generator, max_tool_calls, max_tokens)
+        if limits.max_total_tokens < max_tokens:
+            err_console.print(
+                f"note: the model's context is {limits.max_total_tokens} tokens; trajectories are capped there"
+            )
         plan = SamplingPlan(hints=hints, limits=limits, concurrency=concurrency, per_task=samples)
         stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
         with RunStore.open(output, config, resume=resume, overwrite=overwrite, identity=identity) as store:
@@ -292,16 +303,10 @@ def run(
 
 @app.command("serve")
 def serve_completions(
-    backend: Annotated[str, typer.Option(help="llamacpp (embedded default), hf, openai, vllm.")] = "llamacpp",
-    model: Annotated[
-        str | None, typer.Option(help="Model path or id (llamacpp: default embedded SmolLM2).")
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="openai backend: the upstream server's /v1 URL.")
-    ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="openai backend: HF tokenizer for the chat template.")
-    ] = None,
+    backend: BackendName = "llamacpp",
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    tokenizer: TokenizerName = None,
     host: Annotated[str, typer.Option(help="Address to bind; keep it on a private network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     served_name: Annotated[str, typer.Option(help="Model name reported by /v1/models.")] = "cortbench",
@@ -325,7 +330,6 @@ def serve_completions(
     from .backends import BackendError, get_backend
     from .completions_server import ServeConfig, serve
     from .hints import HintError, get_hint_policy
-    from .rollout import Limits
 
     if prompt_format not in ("chat", "raw"):
         fail(f"--prompt-format must be chat or raw, not {prompt_format!r}")
@@ -336,9 +340,7 @@ def serve_completions(
         )
     except (HintError, BackendError) as exc:
         fail(str(exc))
-    context = getattr(generator, "context_length", None) or max_tokens
-    limits = Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=min(max_tokens, context),
-                    max_total_tokens=min(max_tokens, context))  # fmt: skip
+    limits = _limits(generator, max_tool_calls, max_tokens)
     config = ServeConfig(served_name, limits, hints, prompt_format, concurrency, record)  # type: ignore[arg-type]
     try:
         serve(host, port, generator, SandboxConfig(timeout_s=timeout), config)
