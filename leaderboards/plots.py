@@ -1,0 +1,204 @@
+"""The leaderboard's plotly figures, as HTML fragments that use the site's bundled plotly.min.js.
+
+Each function returns None when no run has the data (a run that was never analysed has no purpose
+labels, for instance), so the page can say so instead of drawing an empty frame. Labels come from
+run folders and configs, so they are HTML-escaped: plotly renders a subset of HTML in text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from .tables import RunSummary
+
+BEHAVIOUR_TITLES = {
+    "delayed_computation": "Delayed code computation",
+    "result_distrust": "Code result distrust",
+}
+CONFIG = {"displaylogo": False, "responsive": True}
+LAYOUT = {
+    "template": "plotly_white",
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 60},
+    "height": 420,
+    "legend": {"orientation": "h", "y": -0.2},
+}
+
+
+def figure_html(figure: go.Figure | None, div_id: str) -> str | None:
+    """A <div> and the script that draws into it; plotly.js itself is loaded once by the page."""
+    if figure is None:
+        return None
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)
+
+
+def accuracy_vs_tokens(runs: Sequence[RunSummary]) -> go.Figure | None:
+    """The paper's Figure 1: accuracy against average response tokens, one point per run."""
+    points = [r for r in runs if r.headline is not None and r.tokens is not None]
+    if not points:
+        return None
+    figure = go.Figure()
+    for r in points:
+        error = None
+        if r.avg and r.avg.low is not None and r.avg.high is not None:
+            error = {"type": "data", "symmetric": False, "array": [r.avg.high - r.avg.value],
+                     "arrayminus": [r.avg.value - r.avg.low]}  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[r.tokens],
+                y=[r.headline],
+                error_y=error,
+                mode="markers+text",
+                text=[_label(r.name)],
+                textposition="top center",
+                name=_label(r.name),
+                hovertemplate=f"{_label(r.name)}<br>{_label(r.model)}<br>"
+                f"{'Avg' if r.avg else 'mean of ' + ', '.join(r.headline_tasks)}: %{{y:.1f}}%<br>"
+                "tokens: %{x:,.0f}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        LAYOUT,
+        title="Accuracy vs. average response tokens",
+        xaxis_title="average response tokens (mean over tasks)",
+        yaxis={"title": "avg@k (%): Avg, or the mean of the run's tasks", "range": [0, 100]},
+        showlegend=False,
+    )
+    return figure
+
+
+def purpose_split(runs: Sequence[RunSummary]) -> go.Figure | None:
+    """Calculation vs Verification: the share of executed cells with each purpose label."""
+    labelled = [r for r in runs if r.purpose]
+    if not labelled:
+        return None
+    names = [_label(r.name) for r in labelled]
+    figure = go.Figure(
+        [
+            go.Bar(y=names, x=[100 * r.purpose[p] for r in labelled], name=p.title(), orientation="h")
+            for p in ("calculation", "verification")
+        ]
+    )
+    figure.update_layout(
+        LAYOUT, barmode="stack", title="Purpose of executed code cells",
+        xaxis={"title": "% of labelled cells", "range": [0, 100]},
+        height=_bar_height(len(labelled)), yaxis={"autorange": "reversed"},
+    )  # fmt: skip
+    return figure
+
+
+def behaviour_rates(runs: Sequence[RunSummary]) -> go.Figure | None:
+    """Share of trajectories showing each inefficient behaviour Hint-Engineering removes."""
+    labelled = [r for r in runs if r.behaviours]
+    if not labelled:
+        return None
+    names = [_label(r.name) for r in labelled]
+    kinds = list(dict.fromkeys(k for r in labelled for k in r.behaviours))
+    figure = go.Figure(
+        [
+            go.Bar(
+                x=names,
+                y=[100 * (r.behaviours.get(k) or 0) for r in labelled],
+                name=BEHAVIOUR_TITLES.get(k, k),
+            )
+            for k in kinds
+        ]
+    )
+    figure.update_layout(
+        LAYOUT,
+        barmode="group",
+        title="Inefficient behaviours",
+        yaxis={"title": "% of trajectories", "range": [0, 100]},
+    )
+    return figure
+
+
+def library_adoption(runs: Sequence[RunSummary], top: int = 15) -> go.Figure | None:
+    """Which modules the code imports: share of trajectories per run and module (heatmap)."""
+    used = [r for r in runs if r.libraries]
+    if not used:
+        return None
+    totals: dict[str, float] = {}
+    for r in used:
+        for module, adoption in r.libraries.items():
+            totals[module] = totals.get(module, 0.0) + adoption
+    modules = sorted(totals, key=lambda m: -totals[m])[:top]
+    figure = go.Figure(
+        go.Heatmap(
+            z=[[100 * r.libraries.get(m, 0.0) for m in modules] for r in used],
+            x=[_label(m) for m in modules],
+            y=[_label(r.name) for r in used],
+            colorscale="Blues",
+            zmin=0,
+            zmax=100,
+            colorbar={"title": "%"},
+            hovertemplate="%{y}<br>%{x}: %{z:.1f}% of trajectories<extra></extra>",
+        )
+    )
+    figure.update_layout(LAYOUT, title="Library adoption (% of trajectories importing)",
+                         height=_bar_height(len(used)), yaxis={"autorange": "reversed"})  # fmt: skip
+    return figure
+
+
+def code_usage(runs: Sequence[RunSummary]) -> go.Figure | None:
+    """Code usage rate (responses with an executed call) and code success rate (calls without error)."""
+    measured = [r for r in runs if r.code.get("usage") is not None]
+    if not measured:
+        return None
+    names = [_label(r.name) for r in measured]
+    calls = [r.code.get("calls") or 0 for r in measured]
+    figure = go.Figure(
+        [
+            go.Bar(x=names, y=[100 * r.code["usage"] for r in measured], name="code usage rate",
+                   customdata=calls, hovertemplate="%{x}: %{y:.1f}% (%{customdata:.2f} calls / response)<extra></extra>"),
+            go.Bar(x=names, y=[100 * (r.code.get("success") or 0) for r in measured], name="code success rate"),
+        ]
+    )  # fmt: skip
+    figure.update_layout(
+        LAYOUT, barmode="group", title="Code usage and success", yaxis={"title": "%", "range": [0, 100]}
+    )
+    return figure
+
+
+def budget_curves(runs: Sequence[RunSummary]) -> go.Figure | None:
+    """Accuracy had generation been cut at each token budget, one line per run."""
+    curves = [r for r in runs if r.budget_accuracy]
+    if not curves:
+        return None
+    figure = go.Figure(
+        [
+            go.Scatter(x=r.budgets, y=r.budget_accuracy, mode="lines+markers", name=_label(r.name),
+                       hovertemplate=f"{_label(r.name)}<br>budget %{{x:,}}: %{{y:.1f}}%<extra></extra>")
+            for r in curves
+        ]
+    )  # fmt: skip
+    figure.update_layout(LAYOUT, title="Accuracy under a token budget", yaxis={"title": "avg@k (%)", "range": [0, 100]},
+                         xaxis={"type": "log", "title": "response token budget", "tickvals": _ticks(curves)})  # fmt: skip
+    return figure
+
+
+def task_budget_curves(budgets: list[int], curves: dict[str, list[float]]) -> go.Figure | None:
+    """One run's budget curve per task (percent)."""
+    if not budgets or not curves:
+        return None
+    figure = go.Figure(
+        [go.Scatter(x=budgets, y=c, mode="lines+markers", name=_label(t)) for t, c in curves.items()]
+    )
+    figure.update_layout(LAYOUT, title="Accuracy under a token budget, per task",
+                         yaxis={"title": "avg@k (%)", "range": [0, 100]},
+                         xaxis={"type": "log", "title": "response token budget", "tickvals": budgets})  # fmt: skip
+    return figure
+
+
+def _ticks(runs: Sequence[RunSummary]) -> list[int]:
+    return sorted({b for r in runs for b in r.budgets})
+
+
+def _bar_height(bars: int) -> int:
+    return max(300, 120 + 24 * bars)
+
+
+def _label(text: str) -> str:
+    return html.escape(text, quote=False)
