@@ -135,3 +135,77 @@ def cortbench_serve(*args: str, timeout_s: float = 120):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def code_chat(a: int, b: int) -> tuple[str, str]:
+    """A problem and the exact fenced CoRT completion that solves it with one python call."""
+    problem = f"What is {a} * {b}?"
+    completion = (
+        f"Let me compute this with python.\n```python\nprint({a} * {b})\n```\n```output\n{a * b}\n```\n"
+        f"So the answer is \\boxed{{{a * b}}}."
+    )
+    return problem, completion
+
+
+def code_chat_pairs() -> list[tuple[int, int]]:
+    """Factor pairs the tiny tokenizer can spell: its BPE saw only the digits 0, 1, 2 and 4 (other
+    characters become <unk>), so operands and product use only those."""
+    spelled = set("0124")
+    return [
+        (a, b) for a in range(1, 130) for b in range(1, 130)
+        if set(str(a)) <= spelled and set(str(b)) <= spelled and set(str(a * b)) <= spelled
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def code_writing_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama after a short SFT warm start on synthetic chats in the exact fenced format
+    (interpreter outputs masked out of the loss): greedy decoding writes "```python ... ```", stops
+    at the fence, reads the output and answers in \\boxed{}. A random model never writes code; this
+    one drives the real rollout loop. A plain torch loop, so it does not depend on TRL (seconds)."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cortbench.harness.chat import render_with_tokenizer
+    from cortbench.harness.records import ToolCall, TrajectoryRecord
+    from cortbench.tasks.prompts import COT_INSTRUCTION
+    from cortbench.trainers.encoding import IGNORE_INDEX, encode_trajectory
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rows = []
+    for a, b in rng.sample(code_chat_pairs(), 64):
+        problem, completion = code_chat(a, b)
+        prompt = render_with_tokenizer(tokenizer, [{"role": "user", "content": problem + COT_INSTRUCTION}])
+        record = TrajectoryRecord(
+            "synthetic", f"{a}*{b}", 0, prompt, completion, "stop",
+            tool_calls=[ToolCall(f"print({a} * {b})", str(a * b), "ok", 0.0)],
+        )  # fmt: skip
+        rows.append(encode_trajectory(tokenizer, record).row())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        model.train()
+        for _ in range(400):
+            batch = rng.sample(rows, 8)
+            width = max(len(r["input_ids"]) for r in batch)
+            ids = torch.tensor(
+                [r["input_ids"] + [tokenizer.pad_token_id] * (width - len(r["input_ids"])) for r in batch]
+            )
+            labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in batch])
+            loss = model(input_ids=ids, attention_mask=(labels != IGNORE_INDEX) | (ids != tokenizer.pad_token_id),
+                         labels=labels).loss  # fmt: skip
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("code-writing-llama")
+    model.eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
