@@ -15,6 +15,7 @@ elsewhere in one batch (an LLM judge) join the same way with `join_labels`.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -33,6 +34,7 @@ from ..harness.records import TrajectoryRecord
 from ..harness.store import read_run
 from .behaviours import KINDS, label_behaviours
 from .code import cells_of, code_stats, summarize_code
+from .heuristics import label_record
 from .libraries import CHEMISTRY_MODULE, imports_in, is_chemistry, module_rows
 from .purpose import label_cells
 from .results_file import GRADES, replace_atomically, update_results
@@ -87,15 +89,19 @@ def analyze_run(
         except ValueError as exc:
             raise AnalysisError(str(exc)) from None
     record_label = record_tokenizer(config)
+    count = (lambda text: counter([text])[0]) if counter is not None else None
+    joint = None  # one function giving every labeler's output for a record, when the defaults are used
+    if cell_labelers is None and trajectory_labelers is None:  # both heuristics share their reading
+        joint = partial(label_record, count_tokens=count, tokenizer=f"hf:{tokenizer}")
     if cell_labelers is None:
         cell_labelers = (label_cells,)
     if trajectory_labelers is None:
-        count = (lambda text: counter([text])[0]) if counter is not None else None
         trajectory_labelers = (partial(label_behaviours, count_tokens=count, tokenizer=f"hf:{tokenizer}"),)
     max_calls = config.get("max_tool_calls")
     correct = _grades(run_dir)
 
-    labels = _Labels(records, [*cell_labelers, *trajectory_labelers])  # heavy: starts in the background
+    # heavy: starts in the background
+    labels = _Labels(records, [*cell_labelers, *trajectory_labelers], joint)
     traj_rows: list[dict[str, Any]] = []
     cell_rows: list[dict[str, Any]] = []
     import_rows: list[dict[str, Any]] = []
@@ -349,17 +355,29 @@ def _apply_trajectory_labelers(frame: pd.DataFrame, records: list[TrajectoryReco
 
 
 PARALLEL_FROM = 400  # records; below this, forking costs more than it saves
-_shared: tuple[list[TrajectoryRecord], Sequence[Callable]] | None = None  # what forked workers read
+CHUNK = 200  # records a worker labels at a time (about a second)
+# What forked workers read: the records and the function that labels one.
+_shared: tuple[list[TrajectoryRecord], Callable[[TrajectoryRecord], tuple]] | None = None
 
 
 class _Labels:
     """Each labeler's output for each record. The heuristics are pure Python and CPU-bound, so for
     big runs they start in forked processes (one per CPU) before the main pass and run beside it;
-    records and labelers reach the workers by fork, unpickled, and only the labels come back."""
+    records and labelers reach the workers by fork, unpickled, and only the labels come back.
 
-    def __init__(self, records: list[TrajectoryRecord], labelers: Sequence[Callable]) -> None:
+    `joint`, when given, computes all the labelers' outputs for a record in one call (the default
+    heuristics share their reading of a record: `heuristics.label_record`); otherwise each labeler
+    runs on its own."""
+
+    def __init__(
+        self,
+        records: list[TrajectoryRecord],
+        labelers: Sequence[Callable],
+        joint: Callable[[TrajectoryRecord], tuple] | None = None,
+    ) -> None:
         global _shared
-        self.records, self.labelers, self.pool, self.futures = records, labelers, None, []
+        self.records, self.count, self.pool, self.futures = records, len(labelers), None, []
+        self.label = joint or partial(_each, labelers)
         workers = min(len(os.sched_getaffinity(0)), 8)
         if (
             not labelers
@@ -368,8 +386,13 @@ class _Labels:
             or "fork" not in mp.get_all_start_methods()
         ):
             return
-        bounds = [len(records) * i // (4 * workers) for i in range(4 * workers + 1)]
-        _shared = (records, labelers)
+        # Chunks of about CHUNK records, so that no worker is left alone with a long last chunk.
+        chunks = max(4 * workers, len(records) // CHUNK)
+        bounds = [len(records) * i // chunks for i in range(chunks + 1)]
+        _shared = (records, self.label)
+        # The records live as long as the analysis: freezing them keeps the garbage collector from
+        # walking millions of objects in every process, and the workers' copy-on-write pages intact.
+        gc.freeze()
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
         self.futures = [self.pool.submit(_label_chunk, span) for span in zip(bounds, bounds[1:])]
 
@@ -378,17 +401,24 @@ class _Labels:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool, _shared = None, None
+            gc.unfreeze()
 
     def get(self) -> list[list[Any]]:
+        """One list per labeler, one output per record."""
         if self.pool is None:
-            return [[labeler(r) for r in self.records] for labeler in self.labelers]
-        chunks = [future.result() for future in self.futures]
-        return [[label for chunk in chunks for label in chunk[i]] for i in range(len(self.labelers))]
+            rows = [self.label(r) for r in self.records] if self.count else []
+        else:
+            rows = [row for future in self.futures for row in future.result()]
+        return [[row[i] for row in rows] for i in range(self.count)]
 
 
-def _label_chunk(span: tuple[int, int]) -> list[list[Any]]:
-    records, labelers = _shared  # type: ignore[misc]
-    return [[labeler(r) for r in records[span[0] : span[1]]] for labeler in labelers]
+def _each(labelers: Sequence[Callable], record: TrajectoryRecord) -> tuple:
+    return tuple(labeler(record) for labeler in labelers)
+
+
+def _label_chunk(span: tuple[int, int]) -> list[tuple]:
+    records, label = _shared  # type: ignore[misc]
+    return [label(r) for r in records[span[0] : span[1]]]
 
 
 def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:
@@ -408,4 +438,7 @@ def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:
 
 
 def _name(fn: Callable) -> str:
+    """A labeler's name for the summary: a partial is named by its function (its repr holds an address)."""
+    while isinstance(fn, partial):
+        fn = fn.func
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)

@@ -22,17 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ..harness.records import TrajectoryRecord
-from .purpose import (
-    Cell,
-    Found,
-    Number,
-    executed_cells,
-    find_numbers,
-    output_values,
-    prose_mask,
-    same,
-    weight,
-)
+from .purpose import Found, Number, NumberIndex, RecordView, find_numbers, same, weight
 
 BehaviourKind = Literal["delayed_computation", "result_distrust"]
 KINDS: tuple[BehaviourKind, ...] = ("delayed_computation", "result_distrust")
@@ -75,15 +65,17 @@ _RECHECK = re.compile(
 )
 
 
-def detect_behaviours(record: TrajectoryRecord) -> list[BehaviourSpan]:
-    """Every occurrence of both behaviours in one trajectory, in order of position."""
-    cells = executed_cells(record)
-    if not cells:
+def detect_behaviours(record: TrajectoryRecord, view: RecordView | None = None) -> list[BehaviourSpan]:
+    """Every occurrence of both behaviours in one trajectory, in order of position. `view`: the
+    record's `RecordView` when the purpose heuristic reads it too."""
+    view = view or RecordView(record)
+    if not view.cells:
         return []
-    prose = prose_mask(record)
-    numbers = find_numbers(prose)
-    spans = _delayed(record, cells, prose, numbers) + _distrust(record, cells, prose, numbers)
+    spans = _delayed(view) + _distrust(view)
     return sorted(spans, key=lambda s: (s.start, s.kind))
+
+
+_DIGIT = re.compile(r"\d")
 
 
 def _relations(prose: str, start: int, end: int) -> list[int]:
@@ -92,7 +84,7 @@ def _relations(prose: str, start: int, end: int) -> list[int]:
     for m in _RELATION.finditer(prose, start, end):
         before = prose[max(start, m.start() - 40) : m.start()]
         line_before = before.rsplit("\n", 1)[-1]
-        if re.search(r"\d", line_before):
+        if _DIGIT.search(line_before):
             out.append(m.start())
     return out
 
@@ -107,9 +99,8 @@ def _telling(values: Iterable[Number]) -> list[Number]:
     return [v for v in dict.fromkeys(values) if weight(v) > 0]
 
 
-def _delayed(
-    record: TrajectoryRecord, cells: Sequence[Cell], prose: str, numbers: Sequence[Found]
-) -> list[BehaviourSpan]:
+def _delayed(view: RecordView) -> list[BehaviourSpan]:
+    cells, prose, numbers = view.cells, view.prose, view.numbers
     spans = []
     for cell in cells:
         if cell.failed:
@@ -119,14 +110,10 @@ def _delayed(
         if len(steps) < MIN_WORKED_STEPS:
             continue
         region_start = _line_bounds(prose, steps[0])[0]
-        out = output_values(cell.output)
+        out = view.output(cell)
         wanted = _telling(out.values) or ([out.key] if out.key is not None else [])
-        in_region = [f for f in numbers if region_start <= f.pos < cell.start]
-        hit = next(
-            (f for v in wanted for f in reversed(in_region)
-             if same(v, f.value, f.decimals) and (weight(v) > 0 or f.claim)),
-            None,
-        )  # fmt: skip
+        stated = (_stated(numbers, v, region_start, cell.start) for v in wanted)
+        hit = next((f for f in stated if f is not None), None)
         if hit is None:
             continue
         end = _line_bounds(prose, max(steps[-1], hit.pos))[1]
@@ -141,16 +128,21 @@ def _delayed(
     return spans
 
 
-def _distrust(
-    record: TrajectoryRecord, cells: Sequence[Cell], prose: str, numbers: Sequence[Found]
-) -> list[BehaviourSpan]:
+def _stated(numbers: NumberIndex, value: Number, start: int, end: int) -> Found | None:
+    """The last place in [start, end) where the worked steps reach `value` (a small value only as a claim)."""
+    telling = weight(value) > 0
+    return numbers.latest(value, start, end, lambda f: telling or f.claim)
+
+
+def _distrust(view: RecordView) -> list[BehaviourSpan]:
+    cells, prose, numbers = view.cells, view.prose, view.numbers
     spans: list[BehaviourSpan] = []
     for cell in cells:
         if cell.failed:
             continue
         after_start = cell.end
         after_end = cells[cell.index + 1].start if cell.index + 1 < len(cells) else len(prose)
-        out = output_values(cell.output)
+        out = view.output(cell)
         key = out.key
         # (a) doubt in words right after the result
         doubt = _doubt(prose, after_start, after_end, out.values)
@@ -172,7 +164,7 @@ def _distrust(
         if key is None or weight(key) == 0:
             continue
         for later in cells[cell.index + 1 :]:
-            if later.failed or not any(same(key, v) for v in output_values(later.output).values):
+            if later.failed or not any(same(key, v) for v in view.output(later).values):
                 continue
             similarity = difflib.SequenceMatcher(None, _squash(cell.code), _squash(later.code)).ratio()
             between = prose[cell.end : later.start]
@@ -201,7 +193,7 @@ def _doubt(prose: str, start: int, end: int, printed: Sequence[Number]) -> re.Ma
     return None
 
 
-def _rederivation(prose: str, numbers: Sequence[Found], start: int, end: int,
+def _rederivation(prose: str, numbers: NumberIndex, start: int, end: int,
                   printed: Sequence[Number]) -> tuple[int, int, Number, int] | None:  # fmt: skip
     """Arithmetic steps after an output that end in one of its values: (start, end, value, steps)."""
     steps = _relations(prose, start, end)
@@ -212,7 +204,7 @@ def _rederivation(prose: str, numbers: Sequence[Found], start: int, end: int,
         if i < MIN_REDERIVATION_STEPS:
             continue
         line_end = _line_bounds(prose, pos)[1]
-        results = [f for f in numbers if pos < f.pos <= min(pos + 40, line_end) and f.claim]
+        results = [f for f in numbers.between(pos + 1, min(pos + 40, line_end) + 1) if f.claim]
         hit = next((f for f in results if any(same(v, f.value, f.decimals) for v in telling)), None)
         if hit is not None:
             window = [p for p in steps[:i] if pos - p <= 600]
@@ -294,12 +286,13 @@ def label_behaviours(
     record: TrajectoryRecord,
     count_tokens: Callable[[str], int] | None = None,
     tokenizer: str = "count_tokens",
+    view: RecordView | None = None,
 ) -> dict:
     """Columns for one trajectory, for `analyze_run(trajectory_labelers=[label_behaviours])`: per
     behaviour whether it occurs, its span count and the tokens inside its spans (`count_tokens`,
     default `approximate_tokens`), plus `behaviour_spans` (a list of dicts) and `behaviour_tokenizer`."""
     counter = count_tokens or approximate_tokens
-    spans = detect_behaviours(record)
+    spans = detect_behaviours(record, view)
     row: dict = {}
     for kind in KINDS:
         mine = [s for s in spans if s.kind == kind]

@@ -20,10 +20,12 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left, bisect_right
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal, NamedTuple
 
 from ..harness.fences import _BLOCK  # the protocol's own block pattern: one definition of a block
@@ -117,27 +119,56 @@ def executed_cells(record: TrajectoryRecord) -> list[Cell]:
 def prose_mask(record: TrajectoryRecord) -> str:
     """The generation with code blocks, output blocks and inserted hints blanked out (newlines kept),
     so offsets into it are offsets into `record.generation` and only model-written prose is left."""
-    chars = list(record.generation)
-    spans = [(m.start(), m.end()) for m in _BLOCK.finditer(record.generation)]
+    text = record.generation
+    spans = [(m.start(), m.end()) for m in _BLOCK.finditer(text)]
     spans += [(h.offset, h.offset + len(h.text)) for h in record.hints]
-    for a, b in spans:
-        for i in range(max(a, 0), min(b, len(chars))):
-            if chars[i] != "\n":
-                chars[i] = " "
-    return "".join(chars)
+    pieces, pos = [], 0
+    for a, b in _union(spans, len(text)):
+        pieces += [text[pos:a], _blank(text[a:b])]
+        pos = b
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+def _union(spans: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Spans clipped to [0, length) and merged where they overlap or touch, in order (a hint may sit
+    inside a block), so that each character is blanked once."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((max(a, 0), min(b, length)) for a, b in spans):
+        if b <= a:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _blank(text: str) -> str:
+    """Every character but newlines as a space (a whole stretch at once, not character by character)."""
+    return "\n".join(" " * len(line) for line in text.split("\n"))
 
 
 # --- numbers: find them in prose (LaTeX) and in interpreter output (Python reprs) -------------------
 
 Number = int | Fraction | float
 
+# What `\s` matches in a str pattern: the characters for which str.isspace() holds (a test checks it).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+# Each pattern opens with a lookahead for the characters a match must start with: it matches exactly
+# what the pattern without it matches, but lets the scan skip the other positions (the lookbehinds
+# and optional groups that follow were tried at every character of 20 KB texts).
 _NUMBER = re.compile(
-    r"(?<![\w.^_])(?<!\^\{)(?<!_\{)(?P<neg>[-\u2212](?=\d))?"
+    r"(?=[-\u2212\d])(?<![\w.^_])(?<!\^\{)(?<!_\{)(?P<neg>[-\u2212](?=\d))?"
     r"(?P<int>\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?![\d])|\d+)(?:\.(?P<dec>\d+))?(?:[eE](?P<exp>[-+]?\d+))?"
     r"(?P<pct>\s?\\?%)?"
 )
-_FRAC = re.compile(r"(?P<neg>-\s*)?\\[dt]?frac\s*\{\s*(?P<a>\d+)\s*\}\s*\{\s*(?P<b>\d+)\s*\}")
-_SLASH = re.compile(r"(?<![\w.^_/])(?P<a>-?\d+)\s*/\s*(?P<b>\d+)(?![\d.])")
+_FRAC = re.compile(r"(?=[-\\])(?P<neg>-\s*)?\\[dt]?frac\s*\{\s*(?P<a>\d+)\s*\}\s*\{\s*(?P<b>\d+)\s*\}")
+_SLASH = re.compile(r"(?=[-\d])(?<![\w.^_/])(?P<a>-?\d+)\s*/\s*(?P<b>\d+)(?![\d.])")
 _MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _MATH_SPLIT = re.compile(
     r"=|\\approx|\u2248|\\equiv|\u2261|\\leq?|\\geq?|<|>|\\quad|\\qquad|,|;|\\text\{[^}]*\}|\\pmod\s*\{?[^}]*\}?"
@@ -147,6 +178,10 @@ _CLAIM = re.compile(
     r"(=|\u2248|\u2261|\\approx|\\equiv|\\boxed|:|\b(is|are|was|equals?|gives?|get|got|be|becomes?|to|yields?|"
     r"answer))[\s$({\[\\(]*$"
 )
+
+
+_CLAIM_FILL = _WHITESPACE + "$({[\\"  # what `_CLAIM` allows between a claim and the number
+_CLAIM_LONGEST = len("\\approx")  # the longest claim word or sign, with "becomes"
 
 
 class Found(NamedTuple):
@@ -161,7 +196,12 @@ class Found(NamedTuple):
 
 
 def _claimed(text: str, pos: int) -> bool:
-    return bool(_CLAIM.search(text[max(0, pos - 24) : pos]))
+    """Whether a claim word or sign (`_CLAIM`) ends the 24 characters before `pos`, past spaces, $ and
+    opening brackets. None of the words and signs ends in one of those, so a match ends where they
+    begin, and the search starts only as far before that as the longest word is long (the same
+    answer as searching the whole window, which every number of a text paid for)."""
+    window = text[max(0, pos - 24) : pos]
+    return bool(_CLAIM.search(window, max(0, len(window.rstrip(_CLAIM_FILL)) - _CLAIM_LONGEST)))
 
 
 @lru_cache(maxsize=512)  # the purpose and behaviour passes read the same texts
@@ -186,7 +226,9 @@ def find_numbers(text: str) -> tuple[Found, ...]:
         if pct:
             found.append(Found(Fraction(value) / 100 if not isinstance(value, float) else value / 100,
                                start, decimals + 2 if decimals else 0, False))  # fmt: skip
-    for pattern in (_FRAC, _SLASH):
+    for pattern, literal in ((_FRAC, "frac"), (_SLASH, "/")):
+        if literal not in text:  # each match holds it: a text without it needs no scan
+            continue
         for m in pattern.finditer(text):
             if int(m["b"]) != 0:
                 value = Fraction(int(m["a"]), int(m["b"]))
@@ -210,12 +252,17 @@ def find_numbers(text: str) -> tuple[Found, ...]:
     return tuple(sorted(found, key=lambda f: f.pos))
 
 
+_WRITTEN_OUT = re.compile(r"\\(frac|sqrt|pi)|\be\b")
+_TO_WORK_OUT = re.compile(r"\^|\\cdot|\\times|\\binom|\*|!|\(")
+_TERM = re.compile(r"(?<=[\w})\s])\s*[-+]")
+
+
 def _closed_form(tex: str) -> bool:
     """A value written out (\\frac{25\\sqrt{3}}{4}, e - 2), not an expression still to be worked out
     (2^{100}, 6(1 - (5/6)^6), \\frac{48 \\cdot 47}{6}): only the former is explicitly in the reasoning."""
-    if not re.search(r"\\(frac|sqrt|pi)|\be\b", tex) or re.search(r"\^|\\cdot|\\times|\\binom|\*|!|\(", tex):
+    if not _WRITTEN_OUT.search(tex) or _TO_WORK_OUT.search(tex):
         return False
-    return len(re.findall(r"(?<=[\w})\s])\s*[-+]", tex.strip())) <= 1
+    return len(_TERM.findall(tex.strip())) <= 1
 
 
 def _split_keep_pos(text: str, sep: re.Pattern[str]) -> Iterable[tuple[int, str]]:
@@ -362,6 +409,91 @@ def same(out: Number, text: Number, text_decimals: int = 0) -> bool:
     return text_decimals >= 2 and abs(fo - ft) <= 0.5 * 10**-text_decimals * (1 + 1e-9)
 
 
+# `same` holds only within 1e-6 relative or, for prose written with >= 2 decimals, within 0.005:
+# a float further than this from a value is never `same` as it.
+_NEAR_REL, _NEAR_ABS = 1e-5, 0.01
+_EXACT_TYPES = (int, Fraction)
+
+
+def _finite_float(v: Number) -> float | None:
+    """float(v) when it is finite (as `same` would compare it), else None."""
+    try:
+        x = float(v)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+class NumberIndex:
+    """The numbers of one text (`find_numbers`, in order of position), indexed so that "where does this
+    value last stand in [start, end)?" compares it with the few numbers that can be `same` as it, not
+    with all of them: reasoning holds hundreds of numbers and each cell asks about a dozen values
+    (`same` ran over a million times on a 10,000-trajectory run).
+
+    The candidates for a value are the numbers exactly equal to it (a dict) and the floats near it
+    (bisection in the sorted floats, within a margin wider than `same`'s tolerances); numbers of other
+    types (a complex power) and non-finite floats are always compared. Every other number fails `same`
+    anyway, so the answers are those of comparing with every number."""
+
+    def __init__(self, numbers: Sequence[Found]) -> None:
+        self.numbers = tuple(numbers)
+        self.positions = [f.pos for f in self.numbers]
+        self._exact: dict[Number, list[int]] = defaultdict(list)  # int or Fraction -> indices
+        self._always: list[int] = []  # compared with every value
+        self._floats: list[int] = []  # finite floats
+        for i, f in enumerate(self.numbers):
+            if type(f.value) in _EXACT_TYPES:
+                self._exact[f.value].append(i)
+            elif isinstance(f.value, float) and _finite_float(f.value) is not None:
+                self._floats.append(i)
+            else:
+                self._always.append(i)
+
+    @cached_property
+    def _near_for_exact(self) -> tuple[list[float], list[int]]:
+        """Finite floats, sorted: an int or Fraction is compared with these by closeness."""
+        return self._by_float(self._floats)
+
+    @cached_property
+    def _near_for_float(self) -> tuple[list[float], list[int]]:
+        """Every number with a finite float, sorted: a float is compared with all of them by closeness."""
+        exact = [i for indices in self._exact.values() for i in indices]
+        return self._by_float(exact + self._floats)
+
+    def _by_float(self, indices: Iterable[int]) -> tuple[list[float], list[int]]:
+        """The finite floats of these numbers, sorted, with their indices."""
+        pairs = sorted((x, i) for i in indices if (x := _finite_float(self.numbers[i].value)) is not None)
+        return [x for x, _ in pairs], [i for _, i in pairs]
+
+    def between(self, start: int, end: int) -> tuple[Found, ...]:
+        """The numbers at positions start <= pos < end, in order."""
+        return self.numbers[bisect_left(self.positions, start) : bisect_left(self.positions, end)]
+
+    def latest(self, value: Number, start: int, end: int,
+               accept: Callable[[Found], bool] | None = None) -> Found | None:  # fmt: skip
+        """The last number at start <= pos < end that is `same` as `value` (with its own decimals)
+        and that `accept` takes."""
+        first, stop = bisect_left(self.positions, start), bisect_left(self.positions, end)
+        for i in reversed(self._candidates(value, first, stop)):
+            f = self.numbers[i]
+            if (accept is None or accept(f)) and same(value, f.value, f.decimals):
+                return f
+        return None
+
+    def _candidates(self, value: Number, first: int, stop: int) -> list[int] | range:
+        """Indices in [first, stop), ascending, of the numbers that can be `same` as `value`."""
+        exact = type(value) in _EXACT_TYPES
+        x = _finite_float(value) if exact or isinstance(value, float) else None
+        if not exact and x is None:  # inf, nan, or another type: compare with all, as `same` would
+            return range(first, stop)
+        found = [*self._exact.get(value, ()), *self._always] if exact else list(self._always)
+        if x is not None:  # by closeness: a float with every finite number, an exact value with floats
+            keys, at = self._near_for_exact if exact else self._near_for_float
+            margin = _NEAR_ABS + _NEAR_REL * abs(x)
+            found += at[bisect_left(keys, x - margin) : bisect_right(keys, x + margin)]
+        return sorted(i for i in set(found) if first <= i < stop)
+
+
 # --- interpreter output -------------------------------------------------------------------------------
 
 _OPS = "+-*/^%"
@@ -428,8 +560,67 @@ def _pieces(line: str) -> list[str]:
 def normalise_expression(text: str) -> str:
     """An expression reduced for substring comparison between Python and LaTeX spellings:
     x**2 - 2*x + 2 and x^{2} - 2x + 2 both become x^2-2x+2."""
-    s = re.sub(r"\\(left|right|displaystyle|cdot|,|;|!)|[\s${}*]", "", text.replace("**", "^"))
-    return s.replace("\\times", "")
+    return _drop_markup(text).replace("\\times", "")
+
+
+def _drop_markup(text: str) -> str:
+    """normalise_expression but for removing "\\times": the part that can be done piece by piece.
+
+    It drops the commands \\left, \\right, \\displaystyle, \\cdot, \\, \\; \\! and then every
+    whitespace character, $, {, } and *. That is what one `re.sub` of
+    `\\\\(left|right|displaystyle|cdot|,|;|!)|[\\s${}*]` does (a command holds none of those
+    characters and starts with a backslash, which is kept, so the two steps cannot interact), but deleting characters with `str.translate` is
+    ten times faster than a regex match per character on whole reasoning texts."""
+    return _COMMANDS.sub("", text.replace("**", "^")).translate(_DROPPED)
+
+
+_COMMANDS = re.compile(r"\\(left|right|displaystyle|cdot|,|;|!)")
+_DROPPED = str.maketrans("", "", _WHITESPACE + "${}*")
+
+
+# --- one record, read once for both heuristics --------------------------------------------------------
+
+
+class RecordView:
+    """What the purpose and behaviour heuristics read from one record, worked out once for both
+    (`heuristics.label_record` passes one view to each): the executed cells, the prose
+    (`prose_mask`), its numbers (a `NumberIndex`), each cell's output values, and the normalised
+    prose before each cell. All but the cells are computed on first use: a record without executed
+    cells needs none of them."""
+
+    def __init__(self, record: TrajectoryRecord) -> None:
+        self.record = record
+        self.cells = executed_cells(record)
+        self._outputs: dict[int, OutputValues] = {}
+        self._normalised: list[str] | None = None
+
+    @cached_property
+    def prose(self) -> str:
+        return prose_mask(self.record)
+
+    @cached_property
+    def numbers(self) -> NumberIndex:
+        return NumberIndex(find_numbers(self.prose))
+
+    def output(self, cell: Cell) -> OutputValues:
+        """`output_values(cell.output)`, read once per cell (both heuristics and the categories ask)."""
+        if cell.index not in self._outputs:
+            self._outputs[cell.index] = output_values(cell.output)
+        return self._outputs[cell.index]
+
+    def normalised_before(self, cell: Cell) -> str:
+        """`normalise_expression(prose[: cell.start])`, without normalising the whole prefix again for
+        every cell (that was quadratic, and a tenth of the labelling time). The prose is normalised
+        once in pieces cut at each cell's start and the pieces before a cell are joined. This gives
+        the same text: each cut is at a blanked fence, a space, and the rules drop or rewrite tokens
+        that hold no space, so none spans a cut; "\\times" is removed after joining, as before."""
+        if self._normalised is None:
+            cuts = [c.start for c in self.cells]
+            if any(self.prose[k : k + 1] != " " for k in cuts):  # not a blanked fence: never, but be exact
+                return normalise_expression(self.prose[: cell.start])
+            bounds = [0, *cuts]
+            self._normalised = [_drop_markup(self.prose[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return "".join(self._normalised[: cell.index + 1]).replace("\\times", "")
 
 
 # --- code facts ---------------------------------------------------------------------------------------
@@ -478,11 +669,26 @@ def code_facts(code: str) -> CodeFacts:
         return facts
 
 
+# Node classes the facts tell apart (as tuples: `isinstance` with `A | B` built on every call is slow).
+_OPERATIONS = (ast.BinOp, ast.UnaryOp, ast.AugAssign)
+_ITERATIONS = (ast.For, ast.While, ast.comprehension)
+_COLLECTIONS = (ast.ListComp, ast.SetComp)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_EXITS = (ast.Break, ast.Return)
+_LOOP_STATEMENTS = (ast.For, ast.While)
+_LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_SCOPES = (*_LOOPS, *_FUNCTIONS, ast.Call)  # the nodes `_below` places their children under
+_MARKER_FIELDS = frozenset({"ctx", "op", "ops"})  # fields holding only operators and load/store markers
+
+
 def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
+    """The facts, from one walk over the tree: each node comes with where it sits (`_Where`), so what
+    depends on enclosing loops, functions and prints is read off the node itself, without walking
+    the subtrees of loops, functions and prints again (that was most of the time on long cells)."""
     facts = CodeFacts(set(), set(), set(), set(), set(), [], [])
-    nodes = list(ast.walk(tree))
-    functions = {n.name: n for n in nodes if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    for node in nodes:
+    functions: dict[str, ast.AST] = {}  # name -> its last definition, as the tree is walked
+    self_calls: list[ast.AST] = []  # function definitions that call their own name inside
+    for node, where in _walk(tree):
         if isinstance(node, ast.Name):
             facts.names.add(node.id)
             if isinstance(node.ctx, ast.Store):
@@ -495,7 +701,7 @@ def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
         elif isinstance(node, ast.ImportFrom) and node.module:
             facts.imports.add(node.module.split(".")[0])
             facts.names |= {a.name for a in node.names}
-        elif isinstance(node, ast.BinOp | ast.UnaryOp | ast.AugAssign):
+        elif isinstance(node, _OPERATIONS):
             facts.ops.add(type(node.op).__name__)
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
                 exp = node.right
@@ -508,13 +714,18 @@ def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
                 facts.pow_mod = True
             for arg in node.args:
                 facts.expressions.append(_expression(code, arg))
+            facts.print_in_loop |= where.loop_body and name == "print"
+            facts.recurrence |= where.loop and _extends_itself(node)
+            facts.printed_checks += not where.in_loops and name in ("all", "any")
+            self_calls += [fn for fn in where.functions if fn.name == name]  # type: ignore[attr-defined]
         elif isinstance(node, ast.Assign):
             facts.expressions.append(_expression(code, node.value))
+            facts.recurrence |= where.loop and _extends_itself(node)
         elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
             facts.literals.append(node.value)
         elif isinstance(node, ast.Assert):
             facts.asserts += 1
-        elif isinstance(node, ast.For | ast.While | ast.comprehension):
+        elif isinstance(node, _ITERATIONS):
             facts.loops += 1
             facts.for_statements += isinstance(node, ast.For)
             facts.while_loop |= isinstance(node, ast.While) and any(
@@ -522,24 +733,68 @@ def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
             )
             if isinstance(node, ast.comprehension) and node.ifs:
                 facts.filtered = True
-            if isinstance(node, ast.For | ast.While):
-                inner = [n for stmt in node.body for n in ast.walk(stmt)]
-                facts.print_in_loop |= any(
-                    isinstance(n, ast.Call) and _call_name(n) == "print" for n in inner
-                )
-                facts.filtered |= any(isinstance(n, ast.If) for n in inner)
-                facts.breaks |= any(isinstance(n, ast.Break | ast.Return) for n in inner)
-                facts.recurrence |= _recurrence(node)
-        elif isinstance(node, ast.ListComp | ast.SetComp) and any(g.ifs for g in node.generators):
+        elif isinstance(node, _COLLECTIONS) and any(g.ifs for g in node.generators):
             facts.collects = True
         elif isinstance(node, ast.ClassDef):
             facts.classes = True
-    for name, fn in functions.items():
-        if any(isinstance(n, ast.Call) and _call_name(n) == name for n in ast.walk(fn)):
-            facts.recursion = True
-    facts.printed_checks = _printed_checks(tree)
+        elif isinstance(node, _FUNCTIONS):
+            functions[node.name] = node
+        elif isinstance(node, ast.If):
+            facts.filtered |= where.loop_body
+            facts.printed_checks += (
+                not where.in_loops and isinstance(node.test, ast.Compare) and bool(node.orelse)
+            )
+        elif isinstance(node, _EXITS):
+            facts.breaks |= where.loop_body
+        elif isinstance(node, ast.Compare) and not where.in_loops:
+            facts.printed_checks += where.printed
+    facts.recursion = any(functions[fn.name] is fn for fn in self_calls)  # type: ignore[attr-defined]
     facts.expressions = [e for e in facts.expressions if e]
     return facts
+
+
+class _Where(NamedTuple):
+    """Where a node sits in a cell, as far as the code facts care; a node's subtree inherits it."""
+
+    loop: bool = False  # inside a for or while statement (any part of it): a recurrence counts there
+    loop_body: bool = False  # inside the body of a for or while statement: a print, if or break there
+    in_loops: bool = False  # inside a loop or comprehension: a comparison there is a search, not a check
+    printed: int = 0  # print calls, outside loops, among whose arguments it stands
+    functions: tuple[ast.AST, ...] = ()  # the function definitions it is in
+
+
+def _walk(tree: ast.AST) -> Iterable[tuple[ast.AST, _Where]]:
+    """Every node with where it sits, in `ast.walk`'s order (breadth first: the order of a cell's
+    literals and expressions decides which one its evidence names). Operators and load/store
+    markers are left out: no fact comes from them."""
+    queue = deque([(tree, _Where())])
+    while queue:
+        node, where = queue.popleft()
+        scope = isinstance(node, _SCOPES)  # its children may sit elsewhere than itself
+        for field in node._fields:
+            if field in _MARKER_FIELDS:
+                continue
+            value = getattr(node, field, None)
+            if isinstance(value, ast.AST):
+                value = (value,)
+            elif not isinstance(value, list) or not value:
+                continue
+            inner = _below(node, field, where) if scope else where
+            queue.extend((child, inner) for child in value if isinstance(child, ast.AST))
+        yield node, where
+
+
+def _below(node: ast.AST, field: str, where: _Where) -> _Where:
+    """Where the nodes under `node.<field>` sit."""
+    if isinstance(node, _LOOP_STATEMENTS):
+        return where._replace(loop=True, loop_body=where.loop_body or field == "body", in_loops=True)
+    if isinstance(node, _LOOPS):
+        return where._replace(in_loops=True)
+    if isinstance(node, _FUNCTIONS):
+        return where._replace(functions=(*where.functions, node))
+    if field == "args" and not where.in_loops and isinstance(node, ast.Call) and _call_name(node) == "print":
+        return where._replace(printed=where.printed + 1)
+    return where
 
 
 def _call_name(node: ast.Call) -> str:
@@ -574,60 +829,29 @@ def _expression(code: str, node: ast.AST) -> str:
     return norm if ok else ""
 
 
-_LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
-def _outside_loops(node: ast.AST) -> Iterable[ast.AST]:
-    """The nodes of a subtree, without descending into loops and comprehensions (depth first, as
-    written: an explicit stack, since nested generators were a tenth of the classifier's time)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        if not isinstance(current, _LOOPS):
-            stack.extend(reversed(list(ast.iter_child_nodes(current))))
-
-
-def _printed_checks(tree: ast.AST) -> int:
-    """Comparisons, all() and any() that are printed, or branched on, outside any loop: the shape of
-    a check. The same comparison inside a loop or a comprehension's filter is a search."""
-    count = 0
-    for node in _outside_loops(tree):
-        if isinstance(node, ast.Call) and _call_name(node) in ("all", "any"):
-            count += 1
-        elif isinstance(node, ast.Call) and _call_name(node) == "print":
-            count += sum(isinstance(n, ast.Compare) for arg in node.args for n in _outside_loops(arg))
-        elif isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and node.orelse:
-            count += 1
-    return count
-
-
-def _recurrence(loop: ast.AST) -> bool:
-    """A loop that builds a sequence from its own earlier terms: a[n] = f(a[n-1], ...) or
-    a.append(f(a[-1], a[-2]))."""
+def _extends_itself(node: ast.AST) -> bool:
+    """An assignment or call (inside a loop) that builds a sequence from its own earlier terms:
+    a[n] = f(a[n-1], ...), a, b = b, a + b, or a.append(f(a[-1], a[-2]))."""
 
     def reads(node: ast.AST, name: str) -> bool:
         return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == name
                    for n in ast.walk(node))  # fmt: skip
 
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Assign):
-            for t in n.targets:
-                if (
-                    isinstance(t, ast.Subscript)
-                    and isinstance(t.value, ast.Name)
-                    and reads(n.value, t.value.id)
-                ):
+    if isinstance(node, ast.Assign):
+        for t in node.targets:
+            if (
+                isinstance(t, ast.Subscript)
+                and isinstance(t.value, ast.Name)
+                and reads(node.value, t.value.id)
+            ):
+                return True
+            if isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple):  # a, b = b, a + b
+                bound = {e.id for e in t.elts if isinstance(e, ast.Name)}
+                mixed = [v for v in node.value.elts if isinstance(v, ast.BinOp)]
+                if any({x.id for x in ast.walk(v) if isinstance(x, ast.Name)} & bound for v in mixed):
                     return True
-                if isinstance(t, ast.Tuple) and isinstance(n.value, ast.Tuple):  # a, b = b, a + b
-                    bound = {e.id for e in t.elts if isinstance(e, ast.Name)}
-                    mixed = [v for v in n.value.elts if isinstance(v, ast.BinOp)]
-                    if any({x.id for x in ast.walk(v) if isinstance(x, ast.Name)} & bound for v in mixed):
-                        return True
-        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "append"
-                and isinstance(n.func.value, ast.Name) and any(reads(a, n.func.value.id) for a in n.args)):  # fmt: skip
-            return True
-    return False
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append"
+            and isinstance(node.func.value, ast.Name) and any(reads(a, node.func.value.id) for a in node.args))  # fmt: skip
 
 
 # --- functionality categories -------------------------------------------------------------------------
@@ -744,11 +968,14 @@ _TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def categories_of(code: str, output: str, context: str = "", *, verification: bool = False,
-                  facts: CodeFacts | None = None) -> tuple[tuple[str, ...], list[str]]:  # fmt: skip
+                  facts: CodeFacts | None = None,
+                  values: OutputValues | None = None) -> tuple[tuple[str, ...], list[str]]:  # fmt: skip
     """The functionality categories of a cell, with what triggered each (rules over the code's
     calls, imports and shape; the reasoning around it only where the code alone cannot tell, such as
-    plain arithmetic on a triangle's sides)."""
+    plain arithmetic on a triangle's sides). `facts` and `values` (`output_values(output)`) are the
+    cell's when already known."""
     f = facts or code_facts(code)
+    read = values or output_values(output)
     used = f.calls | (f.names - f.assigned)
     hits: dict[str, str] = {}
 
@@ -808,17 +1035,18 @@ def categories_of(code: str, output: str, context: str = "", *, verification: bo
         hit("Data Structures Implementation and Management", "class")
     if f.big_pow or re.search(r"\b\d{20,}\b", output):
         hit("Big Integer and Arbitrary-Precision Arithmetic", "integers beyond 64 bits")
-    if verification and output_values(output).booleans:
+    if verification and read.booleans:
         hit("Property Verification and Theorem Checking", "boolean result")
     for category, pattern in _TEXT_RULES:
+        if hits and category not in _CONTEXT_CATEGORIES:
+            continue  # only a context category can still be added: no need to search
         m = pattern.search(context)
-        if m and (not hits or category in _CONTEXT_CATEGORIES):
+        if m:
             hit(category, f"reasoning: {m.group(0)!r}")
     if not hits and verification:
         hit("Property Verification and Theorem Checking", "a check with no other functionality")
     if not hits:
-        outs = output_values(output)
-        floats = any(isinstance(v, float) and not v.is_integer() for v in outs.values)
+        floats = any(isinstance(v, float) and not v.is_integer() for v in read.values)
         hit("Numerical Approximation Methods" if floats else "Big Integer and Arbitrary-Precision Arithmetic",
             "plain arithmetic")  # fmt: skip
     ordered = tuple(c for c in CATEGORIES if c in hits)
@@ -869,36 +1097,38 @@ class _Evidence:
         return sum(w for w, _ in self.items)
 
 
-def classify_cells(record: TrajectoryRecord) -> list[CellPurpose]:
-    """One label per executed cell, in order; deterministic, no model involved."""
-    cells = executed_cells(record)
+def classify_cells(record: TrajectoryRecord, view: RecordView | None = None) -> list[CellPurpose]:
+    """One label per executed cell, in order; deterministic, no model involved. `view`: the record's
+    `RecordView` when the behaviour heuristic reads it too."""
+    view = view or RecordView(record)
+    cells = view.cells
     if not cells:
         return []
-    prose = prose_mask(record)
-    numbers = find_numbers(prose)
+    prose = view.prose
     problem_values = [f.value for f in find_numbers(record.prompt)]
     problem_norm = normalise_expression(record.prompt)
-    outputs = [output_values(c.output) if not c.failed else OutputValues((), None, False, ()) for c in cells]
+    outputs = [view.output(c) if not c.failed else OutputValues((), None, False, ()) for c in cells]
     labels = []
     for cell in cells:
         previous_end = cells[cell.index - 1].end if cell.index else 0
         facts = code_facts(cell.code)
-        evidence = _evidence(cell, facts, prose, numbers, problem_values, problem_norm, outputs, previous_end)
+        evidence = _evidence(cell, facts, view, problem_values, problem_norm, outputs, previous_end)
         purpose: Purpose = "verification" if evidence.score >= THRESHOLD else "calculation"
         context = record.prompt[-1500:] + "\n" + prose[previous_end : cell.start][-600:]
         categories, triggers = categories_of(
-            cell.code, cell.output, context, verification=purpose == "verification", facts=facts
-        )
+            cell.code, cell.output, context, verification=purpose == "verification", facts=facts,
+            values=view.output(cell),
+        )  # fmt: skip
         labels.append(
             CellPurpose(cell.index, purpose, categories, _explain(purpose, evidence, triggers), HEURISTIC)
         )
     return labels
 
 
-def label_cells(record: TrajectoryRecord) -> list[dict]:
+def label_cells(record: TrajectoryRecord, view: RecordView | None = None) -> list[dict]:
     """The heuristic's labels as columns for `analyze_run(cell_labelers=[label_cells])`: one dict per
     executed cell with `cell_index`, `purpose`, `purpose_categories`, `purpose_evidence`, `purpose_method`."""
-    return [_columns(p, "purpose") for p in classify_cells(record)]
+    return [_columns(p, "purpose") for p in classify_cells(record, view)]
 
 
 def purpose_rows(
@@ -929,10 +1159,10 @@ def _columns(label: CellPurpose, prefix: str) -> dict:
     }
 
 
-def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found], problem_values: Sequence[Number],
+def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Sequence[Number],
               problem_norm: str, outputs: Sequence[OutputValues], previous_end: int) -> _Evidence:  # fmt: skip
     ev = _Evidence([])
-    before = [f for f in numbers if f.pos < cell.start]
+    prose, numbers = view.prose, view.numbers
     recent = prose[previous_end : cell.start]
     out = outputs[cell.index]
 
@@ -941,11 +1171,11 @@ def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found]
     significant = [
         v for v in dict.fromkeys(out.values) if weight(v) > 0 and not any(same(v, e) for e in echoed)
     ]
-    matches = {v: _match(v, before, previous_end) for v in significant}
+    matches = {v: _match(v, numbers, cell.start, previous_end) for v in significant}
     key = out.key if out.key is not None and weight(out.key) > 0 else None
     if key is None and out.key is not None:  # a small result counts when it is claimed just before
         hit = _match(
-            out.key, [f for f in before if f.pos >= previous_end and f.claim], previous_end, trivial=True
+            out.key, numbers, cell.start, previous_end, start=previous_end, trivial=True, claims=True
         )
         if hit is not None:
             ev.add(2.0, f"output {_fmt(out.key)} stated just before ({_snippet(prose, hit.pos)})")
@@ -956,7 +1186,7 @@ def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found]
         ev.add(2.0, f"most printed values already in the reasoning ({_snippet(prose, hit.pos)})")
     elif key is not None:
         earlier = [i for i in range(cell.index) if any(same(key, v) for v in outputs[i].values)]
-        approx = _approximate(key, before) if isinstance(key, float) else None
+        approx = _approximate(key, numbers.between(0, cell.start)) if isinstance(key, float) else None
         if earlier:
             ev.add(1.5, f"output {_fmt(key)} repeats the output of cell {earlier[-1]}")
         elif approx is not None:
@@ -973,7 +1203,7 @@ def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found]
         twins = [v for v in significant if sum(same(v, w) for w in out.values) >= 2]
         if twins:
             ev.add(1.5, f"prints {_fmt(twins[0])} twice (two ways compared)")
-    prior_norm = normalise_expression(prose[: cell.start])
+    prior_norm = view.normalised_before(cell)
     for expr in out.expressions:
         if expr in prior_norm and expr not in problem_norm:
             ev.add(2.5, f"printed expression {expr} already in the reasoning")
@@ -990,7 +1220,7 @@ def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found]
             break
     claimed = [v for v in facts.literals if weight(v) > 0 and not any(same(v, p) for p in problem_values)]
     for v in claimed:
-        hit = _match(v, [f for f in before if f.claim], previous_end)
+        hit = _match(v, numbers, cell.start, previous_end, claims=True)
         if hit is not None:
             ev.add(0.5, f"code plugs in {_fmt(v)} from the reasoning")
             break
@@ -1016,14 +1246,17 @@ def _evidence(cell: Cell, facts: CodeFacts, prose: str, numbers: Sequence[Found]
     return ev
 
 
-def _match(value: Number, found: Sequence[Found], recent_start: int, trivial: bool = False) -> Found | None:
-    """The latest place in the reasoning where `value` stands (two-digit values and simple
-    fractions only as claims or in the text right before the cell)."""
+def _match(value: Number, numbers: NumberIndex, end: int, recent_start: int, *, start: int = 0,
+           trivial: bool = False, claims: bool = False) -> Found | None:  # fmt: skip
+    """The latest place in the reasoning between `start` and `end` (the cell) where `value` stands
+    (two-digit values and simple fractions only as claims or in the text right before the cell;
+    only claims with `claims`)."""
     w = weight(value)
-    for f in reversed(found):
-        if (w >= 1 or trivial or f.claim or f.pos >= recent_start) and same(value, f.value, f.decimals):
-            return f
-    return None
+
+    def telling(f: Found) -> bool:
+        return (f.claim or not claims) and (w >= 1 or trivial or f.claim or f.pos >= recent_start)
+
+    return numbers.latest(value, start, end, telling)
 
 
 def _approximate(value: float, found: Sequence[Found]) -> Found | None:

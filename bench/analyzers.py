@@ -2,6 +2,7 @@
 
     python bench/analyzers.py            # 10,000 trajectories (target: under a minute)
     python bench/analyzers.py --quick    # 1,000 trajectories
+    python bench/analyzers.py --baseline /tmp/before   # and /tmp/before/cortbench on the same run, first
 
 The run is written to a temporary directory (not timed) and holds three tasks: aime24, math500 and
 cort_chem (chemistry, where most trajectories import rdkit). Each trajectory is seeded and has:
@@ -20,8 +21,10 @@ cort_chem (chemistry, where most trajectories import rdkit). Each trajectory is 
 * segment token counts as the runner stores them (90%; the rest carry none and are approximated),
   and a Hint-Engineering hint before some cells.
 
-The timed region is one `analyze_run(run_dir)` call: reading samples.jsonl, all analyses, writing
-the three parquet files and results.json. The last line printed is one JSON object.
+The timed region is one `analyze_run(run_dir)` call: reading samples.jsonl, all analyses (with the
+default purpose and behaviour labelers, in worker processes), writing the three parquet files and
+results.json. The last line printed is one JSON object; `cpu_s` is this process's CPU time and
+`workers_cpu_s` the labelers' workers', which on a shared machine say more than the wall time.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -197,6 +202,40 @@ def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: the labelers' worker processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_analysis(run: Path, profile: bool = False):
+    """One timed `analyze_run(run)`: (analysis, wall s, CPU s of this process, CPU s of its workers)."""
+    cpu, children = time.process_time(), _children_cpu()
+    started = time.perf_counter()
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        analysis = profiler.runcall(analyze_run, run)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    else:
+        analysis = analyze_run(run)
+    seconds = time.perf_counter() - started
+    return analysis, seconds, time.process_time() - cpu, _children_cpu() - children
+
+
+def baseline(tree: Path, run: Path) -> dict:
+    """The figures of another copy of the code (`tree`/cortbench, e.g. the code before a change) on the
+    same run, timed by this script in a subprocess that imports cortbench from `tree`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, __file__, "--run-dir", str(run)], env=env, capture_output=True, text=True, check=True
+    )
+    print(done.stdout, end="")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,36 +244,34 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, help="override the number of trajectories")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="print the top functions (cProfile)")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="also time DIR/cortbench (another copy of the code, e.g. before a change) on the same run, "
+        "just before this code; its line is printed first, and its figures go under \"baseline\"",
+    )  # fmt: skip
+    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)  # time an existing run (--baseline)
     args = parser.parse_args()
     n = args.trajectories or (1000 if args.quick else 10000)
     root = Path(tempfile.mkdtemp(prefix="cortbench-bench-analyzers-"))
     try:
-        run = root / "run"
-        started = time.perf_counter()
-        write_run(run, n, args.seed)
-        synth_s = time.perf_counter() - started
+        run, synth_s = args.run_dir, 0.0
+        if run is None:
+            run = root / "run"
+            started = time.perf_counter()
+            write_run(run, n, args.seed)
+            synth_s = time.perf_counter() - started
         size_mb = (run / SAMPLES).stat().st_size / 1e6
+        before = baseline(args.baseline, run) if args.baseline else None
         load_before = load()
-        cpu = time.process_time()
-        started = time.perf_counter()
-        if args.profile:
-            import cProfile
-            import pstats
-
-            profiler = cProfile.Profile()
-            analysis = profiler.runcall(analyze_run, run)
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        else:
-            analysis = analyze_run(run)
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        analysis, seconds, cpu, workers_cpu = time_analysis(run, args.profile)
+        n = len(analysis.trajectories)
         s = analysis.summary
         code = s["all"]["code"]
         rows = [
             ("trajectories", f"{n:,}"),
             ("samples.jsonl", f"{size_mb:,.0f} MB (synthesized in {synth_s:.1f} s, not timed)"),
             ("cells / import rows", f"{len(analysis.cells):,} / {len(analysis.imports):,}"),
-            ("analyze_run", f"{seconds:.2f} s wall, {cpu:.2f} s CPU"),
+            ("analyze_run", f"{seconds:.2f} s wall, {cpu:.2f} s CPU (+ {workers_cpu:.2f} s in workers)"),
             ("trajectories / s", f"{n / seconds:,.0f}"),
             (
                 "code usage / success",
@@ -244,28 +281,32 @@ def main() -> None:
             ("tokenizers", ", ".join(f"{k} ({v})" for k, v in s["tokenizers"].items())),
             ("load average before / after", f"{load_before}  /  {load()}"),
         ]
+        if before is not None:
+            rows.append(("baseline (--baseline)", f"{before['seconds']:.2f} s wall, "
+                         f"{before['cpu_s'] + before.get('workers_cpu_s', 0):.2f} s CPU in all"))  # fmt: skip
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             print(f"{key:<{width}}  {value}")
-        print(
-            json.dumps(
-                {
-                    "bench": "analyzers",
-                    "trajectories": n,
-                    "cells": len(analysis.cells),
-                    "seconds": round(seconds, 2),
-                    "per_s": round(n / seconds, 1),
-                    "cpu_s": round(cpu, 2),
-                    "samples_mb": round(size_mb, 1),
-                    "python": platform.python_version(),
-                    "pandas": version("pandas"),
-                    "pyarrow": version("pyarrow"),
-                    "nproc": os.cpu_count(),
-                    "target_s": 60,
-                    "met": seconds < 60,
-                }
-            )  # fmt: skip
-        )
+        figures = {
+            "bench": "analyzers",
+            "trajectories": n,
+            "cells": len(analysis.cells),
+            "seconds": round(seconds, 2),
+            "per_s": round(n / seconds, 1),
+            "cpu_s": round(cpu, 2),  # this process only
+            "workers_cpu_s": round(workers_cpu, 2),  # the labelers' worker processes
+            "samples_mb": round(size_mb, 1),
+            "python": platform.python_version(),
+            "pandas": version("pandas"),
+            "pyarrow": version("pyarrow"),
+            "nproc": os.cpu_count(),
+            "load_before": load_before,
+            "target_s": 60,
+            "met": seconds < 60,
+        }
+        if before is not None:
+            figures["baseline"] = {k: before.get(k) for k in ("seconds", "cpu_s", "workers_cpu_s", "met")}
+        print(json.dumps(figures))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

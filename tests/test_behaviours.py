@@ -194,3 +194,26 @@ def test_columns_for_the_analyze_pipeline(tmp_path):
     joined = join_labels(analysis.cells, pd.DataFrame(purpose_rows(recs, judged, prefix="judge_purpose")))
     assert joined["judge_purpose"].tolist() == joined["purpose"].tolist()
     assert joined["judge_purpose_method"].eq(JUDGE_FAILED).all()
+
+
+def test_both_heuristics_from_one_view_equal_each_on_its_own():
+    """`label_record` (what `analyze_run` runs) reads each record once for both heuristics; the labels
+    are those of the two labelers run one after the other, on both labelled sets."""
+    from cortbench.analyzers.heuristics import label_record
+    from cortbench.analyzers.purpose import label_cells
+
+    purpose_rows = [
+        json.loads(line) for line in (LABELS.parent / "purpose_labels.jsonl").read_text().splitlines()
+    ]
+    records = [record_of(r) for r in ROWS] + [
+        TrajectoryRecord("p", r["id"], 0, r["problem"], text, "stop",
+                         tool_calls=[ToolCall(c.code, c.output, "error" if c.failed else "ok", 0.0)
+                                     for c in tool_calls_in(text)])
+        for r in purpose_rows
+        for text in [r["context"] + f"```python\n{r['code']}\n```\n```output\n{r['output']}\n```\n"]
+    ]  # fmt: skip
+    for record in records:
+        assert label_record(record, tokenizer="t") == (
+            label_cells(record),
+            label_behaviours(record, tokenizer="t"),
+        )

@@ -3,6 +3,8 @@ cache, failures), including against a real OpenAI-compatible server (llama.cpp +
 
 import asyncio
 import json
+import re
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -20,13 +22,20 @@ from cortbench.analyzers.judge import (
     parse_verdict,
 )
 from cortbench.analyzers.purpose import (
+    _WHITESPACE,
     CATEGORIES,
     CellPurpose,
+    Found,
+    NumberIndex,
+    RecordView,
     classify_cells,
+    code_facts,
     executed_cells,
     find_numbers,
     latex_to_python,
+    normalise_expression,
     output_values,
+    prose_mask,
     purpose_rows,
     same,
 )
@@ -173,6 +182,87 @@ def test_output_values_read_python_reprs():
     assert {2, 1, 641, 6700417} <= set(out.values)
     assert output_values("x**4 + 4").expressions == ("x^4+4",)
     assert output_values("[2, 7, 43, 280, 1831, 11977]").key == 11977
+
+
+def test_number_index_finds_what_comparing_every_number_finds():
+    """The index only skips numbers that cannot be `same` as the value: exact twins, floats within the
+    tolerances (and a prose rounding), huge integers, inf, nan and other types all answer as a scan."""
+    values = [3, 7, Fraction(1, 2), 0.5, 0.49999995, 0.5004, 1.41, 1.4142136, 2**80, 10**400,
+              Fraction(10**400, 3), float("inf"), float("nan"), -3, 3.0000001, 1e300, 1e-13, 0.0]  # fmt: skip
+    numbers = [
+        Found(v, i * 5, d, i % 3 == 0) for i, (v, d) in enumerate((v, d) for v in values for d in (0, 2, 3))
+    ]
+    index = NumberIndex(numbers)
+    for value in [*values, 1.414, 1.4149, 0.4996, 2.0**80, 3.0, Fraction(6, 2), -3.0000004]:
+        for start, end, accept in ((0, 10**9, None), (40, 200, lambda f: f.claim), (7, 8, None)):
+            scan = next((f for f in reversed(numbers) if start <= f.pos < end and (accept is None or accept(f))
+                         and same(value, f.value, f.decimals)), None)  # fmt: skip
+            assert index.latest(value, start, end, accept) == scan, (value, start, end)
+    assert index.between(10, 21) == tuple(numbers[2:5])
+
+
+def test_whitespace_is_what_a_regex_space_matches():
+    space = re.compile(r"\s")
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if space.match(c)] == list(_WHITESPACE)
+
+
+def test_prose_before_each_cell_is_normalised_as_a_whole():
+    parts = ["Let $f(x) = x^{2} \\cdot 3 + 2x$ and \\left( a ** 2 \\right) \\ti\n",
+             ("print(x**2*3 + 2*x)", "3*x**2 + 2*x"), "mes so $3x^2+2x$ \\times 2 \\\n",
+             ("print(1)", "1"), ",\\quad done $\\displaystyle \\frac{1}{2}$"]  # fmt: skip
+    gen, calls = "", []
+    for part in parts:
+        if isinstance(part, str):
+            gen += part
+        else:
+            calls.append(ToolCall(part[0], part[1], "ok", 0.0))
+            gen += f"```python\n{part[0]}\n```\n```output\n{part[1]}\n```\n"
+    hint = InsertedHint("before_code", gen.index("```python") - 3, "Let me check.")  # runs into a block
+    view = RecordView(TrajectoryRecord("t", "p", 0, "", gen, "stop", tool_calls=calls, hints=[hint]))
+    assert len(view.cells) == 2
+    for cell in view.cells:
+        assert view.normalised_before(cell) == normalise_expression(view.prose[: cell.start])
+
+
+def test_prose_mask_blanks_blocks_and_hints_once_even_when_they_overlap():
+    gen = "A 1.\n```python\nprint(2)\n```\n```output\n2\n```\nB 3.\n"
+    hints = [
+        InsertedHint("before_code", 2, "1.\n```py"),
+        InsertedHint("x", -5, "ab"),
+        InsertedHint("x", 40, "z" * 99),
+    ]
+    rec = TrajectoryRecord(
+        "t", "p", 0, "", gen, "stop", tool_calls=[ToolCall("print(2)", "2", "ok", 0.0)], hints=hints
+    )
+    chars = list(gen)
+    for a, b in [
+        (m.start(), m.end()) for m in re.finditer(r"```python.*?```\n```output.*?```\n", gen, re.S)
+    ] + [(2, 2 + 9), (0, 0), (40, len(gen))]:
+        chars[a:b] = [c if c == "\n" else " " for c in chars[a:b]]
+    assert prose_mask(rec) == "".join(chars) and len(prose_mask(rec)) == len(gen)
+
+
+def test_code_facts_from_one_walk():
+    """Facts that depend on where a node sits: in a loop's body or elsewhere in it, under a
+    comprehension, in a print's arguments, in the last definition of a recursive function."""
+    f = code_facts(
+        "def f(n):\n    return f(n - 1) if n else 1\n"
+        "def g(n):\n    return g(n - 1)\n"
+        "def g(n):\n    return n\n"
+        "for i in range(3):\n    if i:\n        print(i)\n        break\nelse:\n    print(i == 2)\n"
+        "a = [0, 1]\nwhile len(a) < 9:\n    a.append(a[-1] + a[-2])\n"
+        "print(a[0] == 0, print(a[1] == 1))\nprint([x == 1 for x in a])\nprint(all(x >= 0 for x in a))\n"
+        "if a[0] == 0:\n    pass\nelse:\n    pass\n"
+    )
+    assert f.recursion  # f calls itself; the first g does too, but the second g is the one that counts
+    assert f.print_in_loop and f.filtered and f.breaks and f.recurrence and f.while_loop
+    assert f.loops == 4 and f.for_statements == 1  # for, while and two comprehensions
+    # print(i == 2) in a loop's else: no; a[0] == 0 twice (two prints), a[1] == 1 once, all(), the if/else
+    assert f.printed_checks == 5
+    g = code_facts(
+        "def g(n):\n    return g(n - 1)\ndef g(n):\n    return n\nfor x in range(3):\n    pass\nprint(x)"
+    )
+    assert not g.recursion and not g.print_in_loop and not g.filtered and not g.breaks
 
 
 def test_cells_pair_with_tool_calls_and_skip_unexecuted_blocks():
