@@ -38,17 +38,27 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     )
 
 
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """results.json as a dict ({} when there is none); ResultsFileError when it cannot be read."""
+    path = Path(run_dir) / RESULTS
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsFileError(f"cannot read {path} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultsFileError(f"{path} does not hold a JSON object")
+    return data
+
+
 def update_results(run_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
     """Set the given top-level keys of results.json, keeping every other key; returns the whole file."""
     path = Path(run_dir) / RESULTS
-    data: Any = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ResultsFileError(f"cannot read {path} ({exc}); not overwriting it") from None
-        if not isinstance(data, dict):
-            raise ResultsFileError(f"{path} does not hold a JSON object; not overwriting it")
+    try:
+        data = read_results(run_dir)
+    except ResultsFileError as exc:
+        raise ResultsFileError(f"{exc}; not overwriting it") from None
     data.update(updates)
     write_atomic(path, json.dumps(data, indent=2, default=_plain))
     return data

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ..analyzers.analyze import ANALYSIS_DIR, AnalysisError, analyze_run
 from ..analyzers.grading import Grader, GradingError
-from ..analyzers.results_file import GRADES, RESULTS
+from ..analyzers.results_file import GRADES, ResultsFileError, read_results
 from ..analyzers.scoring import grade_records, summarize
 from ..harness.records import TrajectoryRecord
 from ..harness.store import SAMPLES, RunStoreError, read_run
@@ -109,16 +109,10 @@ def load_run(path: Path, grader: GraderFactory) -> Run:
 
 
 def _read_results(path: Path) -> dict[str, Any]:
-    file = path / RESULTS
-    if not file.exists():
-        return {}
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LeaderboardError(f"cannot read {file}: {_reason(exc)}") from None
-    if not isinstance(data, dict):
-        raise LeaderboardError(f"{file} does not hold a JSON object")
-    return data
+        return read_results(path)
+    except ResultsFileError as exc:
+        raise LeaderboardError(str(exc)) from None
 
 
 def _read_grades(path: Path, expected: int) -> dict[Key, dict[str, Any]] | None:

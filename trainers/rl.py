@@ -46,6 +46,7 @@ from .evaluation import (
 )
 from .registry import register_stage
 from .rewards import cort_rewards
+from .sft import trainer_settings
 
 T = TypeVar("T")
 
@@ -535,7 +536,6 @@ def grpo_trainer(config: StageConfig, sampling: Sampling, model: Any, tokenizer:
                  reward_funcs: list, weights: list[float], rollout: CortRollout) -> Any:  # fmt: skip
     """GRPOTrainer with the paper's batch structure: `prompts_per_step` problems x `n` rollouts per
     generation round, one optimizer update per `prompts_per_update` problems."""
-    import torch
     from trl import GRPOConfig, GRPOTrainer
 
     section: RLSection = config.section
@@ -549,7 +549,6 @@ def grpo_trainer(config: StageConfig, sampling: Sampling, model: Any, tokenizer:
             f"rl: prompts_per_update x n ({per_update}) must be a multiple of per_device_batch_size x processes "
             f"({per_pass}), and prompts_per_step ({section.prompts_per_step}) a multiple of prompts_per_update"
         )
-    cuda = torch.cuda.is_available()
     args = dict(
         output_dir=str(config.output_dir / "trainer"),
         seed=config.seed,
@@ -566,19 +565,9 @@ def grpo_trainer(config: StageConfig, sampling: Sampling, model: Any, tokenizer:
         beta=section.beta,
         entropy_coef=section.entropy_coef,
         reward_weights=weights,
-        lr_scheduler_type=training.lr_scheduler_type,
-        warmup_steps=training.warmup_steps,
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        logging_steps=training.logging_steps,
-        gradient_checkpointing=training.gradient_checkpointing,
-        bf16=cuda if training.bf16 is None else training.bf16,
-        use_cpu=not cuda,
         use_vllm=section.generation == "vllm",
         vllm_mode="colocate",
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
+        **trainer_settings(training),
     )
     peft_config = None
     if training.lora:

@@ -86,10 +86,8 @@ def sft_rows(tokenizer: Any, records: list[TrajectoryRecord], *, train_on_hints:
 def sft_config(training: TrainingConfig, output_dir: str | Path, *, seed: int = 0, **overrides: Any) -> Any:
     """TRL's SFTConfig from our TrainingConfig: CPU-safe settings where no GPU is present (float32,
     no checkpointing), no checkpoints saved (the stage saves the final model), nothing reported."""
-    import torch
     from trl import SFTConfig
 
-    cuda = torch.cuda.is_available()
     args: dict[str, Any] = dict(
         output_dir=str(output_dir),
         learning_rate=training.learning_rate,
@@ -97,21 +95,33 @@ def sft_config(training: TrainingConfig, output_dir: str | Path, *, seed: int = 
         max_steps=training.max_steps,
         per_device_train_batch_size=training.per_device_batch_size,
         gradient_accumulation_steps=accumulation_steps(training),
-        lr_scheduler_type=training.lr_scheduler_type,
-        warmup_steps=training.warmup_steps,
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        logging_steps=training.logging_steps,
-        bf16=cuda if training.bf16 is None else training.bf16,
-        use_cpu=not cuda,
-        **{_checkpointing_key(): training.gradient_checkpointing},
         max_length=training.max_length,
-        save_strategy="no",
-        report_to="none",
         seed=seed,
-        disable_tqdm=True,
+        **trainer_settings(training),
     )
     return SFTConfig(**(args | training.trl_args | overrides))
+
+
+def trainer_settings(training: TrainingConfig) -> dict[str, Any]:
+    """The TrainingArguments every stage shares: schedule, clipping, logging, precision (float32 and
+    `use_cpu` without a GPU), checkpointing; no checkpoints saved (stages save the final model) and
+    nothing reported."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "lr_scheduler_type": training.lr_scheduler_type,
+        "warmup_steps": training.warmup_steps,
+        "weight_decay": training.weight_decay,
+        "max_grad_norm": training.max_grad_norm,
+        "logging_steps": training.logging_steps,
+        "bf16": cuda if training.bf16 is None else training.bf16,
+        "use_cpu": not cuda,
+        _checkpointing_key(): training.gradient_checkpointing,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 def accumulation_steps(training: TrainingConfig, world_size: int | None = None) -> int:
