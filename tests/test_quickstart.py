@@ -42,3 +42,15 @@ def test_the_readme_quickstart_runs_offline_with_tool_calls(tmp_path, cort_data)
         assert r["tokens"]["generated"] > 0 and r["finish_reason"] in ("stop", "length")
     config = json.loads((out / "run.json").read_text())["config"]
     assert config["backend"] == "llamacpp" and config["sources"]["aime24"].endswith("test_aime24.jsonl")
+
+    # ... and the leaderboard opens on it (scored and analysed in memory: the README's next step).
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "leaderboard", str(out), "-o", str(site)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ">demo<" in (site / "index.html").read_text()
+    assert sorted(p.name for p in (site / "runs" / "demo" / "aime24").iterdir()) == [
+        "0.html",
+        "1.html",
+        "2.html",
+    ]
