@@ -8,12 +8,18 @@ import json
 
 import pytest
 
-from cortbench.harness.records import ToolCall, TrajectoryRecord
+from cortbench.harness.records import InsertedHint, ToolCall, TrajectoryRecord
 from cortbench.harness.rollout import Completion, Limits
 from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
 from cortbench.tasks.prompts import COT_INSTRUCTION, DELAYED_CODE_HINT, DISTRUST_HINT
 from cortbench.trainers.config import ConfigError
-from cortbench.trainers.synthesis import DEFAULT_HINTS, engineer, from_annotated, read_annotated
+from cortbench.trainers.synthesis import (
+    DEFAULT_HINTS,
+    engineer,
+    engineered_hints,
+    from_annotated,
+    read_annotated,
+)
 
 PROMPT = "<user>What is 2^10 + 3^5?<eos><assistant>"
 WORKED = "By hand: 2^2 = 4, 4 * 4 = 16, 16 * 16 = 256, 256 * 4 = 1024, so 2^10 = 1024.\n"
@@ -84,6 +90,16 @@ def test_distrust_gets_its_hint_and_earlier_cells_keep_their_state():
     assert [c.output for c in out.tool_calls] == ["1024", "1267"]  # x survived from the first cell
     assert out.generation.endswith("```output\n1267\n```\n\\boxed{1267}")
     assert out.segments and out.tokens.total > out.tokens.generated
+
+
+def test_a_sampling_policys_own_hint_is_not_a_hint_engineering_hint():
+    generator = Scripted(["So the answer is 1024 + 243.\n```python\nprint(x + 243)\n```\n", "\\boxed{1267}"])
+    sampled = record("```python\n" + DISTRUST.removeprefix("```python\n"))
+    sampled.hints = [InsertedHint("opening", 0, "```python\n")]  # the `code` policy opened the turn
+    assert engineered_hints(sampled) == []
+    out = run(lambda sb: engineer(sampled, generator, sb, Limits(), max_hints=3))
+    assert [h.point for h in out.hints] == ["opening", "after_output"]
+    assert [h.text for h in engineered_hints(out)] == [DISTRUST_HINT + "\n"]
 
 
 def test_clean_trajectories_are_left_alone():

@@ -164,6 +164,13 @@ async def engineer(
     return record
 
 
+def engineered_hints(record: TrajectoryRecord, hints: dict[str, str] | None = None) -> list[InsertedHint]:
+    """The Hint-Engineering hints of a record: the sampling policy's own text (e.g. the `code`
+    opening) is not one, and a trajectory with only that was never engineered."""
+    texts = {text.strip() for text in (DEFAULT_HINTS | (hints or {})).values()}
+    return [h for h in record.hints if h.text.strip() in texts]
+
+
 # --- hand-annotated trajectories ----------------------------------------------------------------------
 
 ANNOTATED_KEYS = {
@@ -335,13 +342,15 @@ def synthesize(config: StageConfig) -> StageReport:
             return out
 
     records = asyncio.run(go())
+    he_hints = [r.hints for r in records[: len(annotated)]]  # every hint of an annotated row is one
+    he_hints += [engineered_hints(r, section.hints) for r in records[len(annotated) :]]
     stats: dict[str, Any] = {
         "annotated": len(annotated),
         "sampled": len(sampled),
-        "hinted": sum(bool(r.hints) for r in records),
-        "hints": dict(Counter(h.point for r in records for h in r.hints)),
+        "hinted": sum(bool(h) for h in he_hints),
+        "hints": dict(Counter(h.point for hs in he_hints for h in hs)),
     }
-    kept = [r for r in records if r.hints or section.keep_unhinted]
+    kept = [r for r, hs in zip(records, he_hints) if hs or section.keep_unhinted]
     if section.require_correct and kept:
         from .rft import grade
 
