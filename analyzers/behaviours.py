@@ -272,7 +272,9 @@ def summarize_behaviours(
             mine = [s for s in detected if s.kind == kind]
             affected += bool(mine)
             spans += len(mine)
-            tokens += sum(counter(record.generation[a:b]) for a, b in _merged((s.start, s.end) for s in mine))
+            tokens += sum(
+                counter(record.generation[a:b]) for a, b in merge_spans((s.start, s.end) for s in mine)
+            )
         n = len(records)
         summary[kind] = BehaviourRate(
             kind, n, affected, affected / n if n else float("nan"), spans, tokens,
@@ -299,14 +301,15 @@ def label_behaviours(
         row[kind] = bool(mine)
         row[f"{kind}_spans"] = len(mine)
         row[f"{kind}_tokens"] = sum(
-            counter(record.generation[a:b]) for a, b in _merged((s.start, s.end) for s in mine)
+            counter(record.generation[a:b]) for a, b in merge_spans((s.start, s.end) for s in mine)
         )
     row["behaviour_spans"] = [asdict(s) for s in spans]
     row["behaviour_tokenizer"] = APPROXIMATION if count_tokens is None else tokenizer
     return row
 
 
-def _merged(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_spans(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping (start, end) spans: overlapping or touching ones are joined."""
     out: list[tuple[int, int]] = []
     for a, b in sorted(intervals):
         if out and a <= out[-1][1]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cortbench.analyzers.behaviours import merge_spans
 from cortbench.harness.records import TrajectoryRecord
 
 IGNORE_INDEX = -100  # labels with this value are left out of the loss (torch's cross-entropy default)
@@ -55,7 +56,7 @@ def inserted_spans(record: TrajectoryRecord, *, hints: bool = True) -> list[tupl
     spans = [m.span("out") for m in _TOOL_OUTPUT.finditer(record.generation)][: len(record.tool_calls)]
     if hints:
         spans += [(h.offset, h.offset + len(h.text)) for h in record.hints if h.text]
-    return _merged(spans)
+    return merge_spans(spans)  # a hint right after an output joins it
 
 
 def encode_trajectory(
@@ -84,14 +85,3 @@ def encode_trajectory(
 def _ids(tokenizer: Any, text: str) -> list[int]:
     """Ids of `text` alone: the prompt already carries the chat template's special tokens."""
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, non-overlapping spans (a hint right after an output joins it)."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
