@@ -1,4 +1,5 @@
-"""The README's first command, as written there, on the embedded default model (llama.cpp + SmolLM2)."""
+"""The README's first command, as written there, on the embedded default model (llama.cpp + SmolLM2),
+then the leaderboard and the regression gate on the run it made."""
 
 import importlib.util
 import json
