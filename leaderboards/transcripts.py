@@ -89,7 +89,8 @@ def transcript(
             out.blocks.append(_code_block(generation, start, end, marks, cells[start], purposes))
         else:
             out.blocks.append(Block(segment.kind, _pieces(generation, start, end, marks)))
-    out.blocks = [b for b in out.blocks if b.kind == "code" or any(p.text.strip() for p in b.pieces)]
+    # Blank prose goes; a cell's output stays even when empty (the viewer says "(no output)").
+    out.blocks = [b for b in out.blocks if b.kind != "text" or any(p.text.strip() for p in b.pieces)]
     return out
 
 

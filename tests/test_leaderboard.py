@@ -155,6 +155,14 @@ def test_transcript_separates_reasoning_code_and_output_and_marks_spans():
     assert shown.marks == {"hint": 1, "result_distrust": 1}
 
 
+def test_an_empty_output_is_shown_as_such():
+    generation = "```python\nx = 1\n```\n" + output_block("") + "\n\nDone."
+    record = TrajectoryRecord(
+        "aime24", "0", 0, "p", generation, "stop", tool_calls=[ToolCall("x = 1", "", "ok", 0.1)]
+    )
+    assert [b.kind for b in transcript(record).blocks] == ["code", "output", "text"]
+
+
 def test_site_has_measured_and_reported_rows_with_intervals(site, runs):
     index = (site / "index.html").read_text()
     assert (site / "assets" / "plotly.min.js").stat().st_size > 1_000_000
