@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -238,3 +238,27 @@ def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str
     write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
     update_results(run_dir, results)  # keeps what `cortbench analyze` added
     return results
+
+
+class GradesFileError(ValueError):
+    """grades.jsonl cannot be read or holds a line that is not a grade; the message names file and line."""
+
+
+def read_grades(run_dir: str | Path) -> list[SampleGrade]:
+    """The grades `score_run` wrote for a run, in order (fields a newer version added are ignored)."""
+    path = Path(run_dir) / GRADES
+    known = {f.name for f in fields(SampleGrade)}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GradesFileError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    grades = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            grades.append(SampleGrade(**{k: v for k, v in row.items() if k in known}))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise GradesFileError(f"{path}:{number}: not a grade ({exc})") from None
+    return grades

@@ -31,7 +31,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from ..analyzers.metrics import BOOTSTRAP_SAMPLES
 from ..analyzers.results_file import GRADES
-from ..analyzers.scoring import SampleGrade
+from ..analyzers.scoring import GradesFileError, SampleGrade, read_grades
 
 PERMUTATIONS = 10_000
 EXACT_UP_TO = 14  # problems that differ between the runs: all 2**14 swaps are enumerated
@@ -113,7 +113,10 @@ def load_run(run_dir: str | Path, grader_factory: Callable | None = None) -> Run
         raise BadInput(f"{run_dir} is not a run directory (no samples.jsonl or {GRADES})")
     model = _model_of(run_dir)
     if grades_path.is_file():
-        grades = _read_grades(grades_path)
+        try:
+            grades = read_grades(run_dir)
+        except GradesFileError as exc:
+            raise BadInput(str(exc)) from None
         if not samples_path.is_file() or _complete_lines(samples_path) == len(grades):
             return RunGrades.from_grades(str(run_dir), grades, model)
         note = (
@@ -129,20 +132,6 @@ def _model_of(run_dir: Path) -> str | None:
         return json.loads((run_dir / "run.json").read_text())["config"].get("model")
     except (OSError, ValueError, KeyError, AttributeError):
         return None
-
-
-def _read_grades(path: Path) -> list[SampleGrade]:
-    known = {f.name for f in fields(SampleGrade)}
-    grades = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            grades.append(SampleGrade(**{k: v for k, v in row.items() if k in known}))
-        except (ValueError, TypeError) as exc:
-            raise BadInput(f"{path}:{number}: not a grade ({exc})") from None
-    return grades
 
 
 def _complete_lines(path: Path) -> int:

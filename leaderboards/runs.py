@@ -8,7 +8,6 @@ the run's `notes` say what was computed so that the page can show it.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 from ..analyzers.analyze import ANALYSIS_DIR, AnalysisError, analyze_run
 from ..analyzers.grading import Grader, GradingError
 from ..analyzers.results_file import GRADES, ResultsFileError, read_results
-from ..analyzers.scoring import grade_records, summarize
+from ..analyzers.scoring import GradesFileError, grade_records, read_grades, summarize
 from ..harness.records import TrajectoryRecord
 from ..harness.store import SAMPLES, RunStoreError, read_run
 
@@ -117,22 +116,12 @@ def _read_results(path: Path) -> dict[str, Any]:
 
 def _read_grades(path: Path, expected: int) -> dict[Key, dict[str, Any]] | None:
     """grades.jsonl by sample; None when it is absent or does not cover the records."""
-    file = path / GRADES
-    if not file.is_file():
+    if not (path / GRADES).is_file():
         return None
-    grades: dict[Key, dict[str, Any]] = {}
-    number = 0
     try:
-        with open(file, encoding="utf-8") as fh:
-            for line in fh:
-                number += 1
-                if line.strip():
-                    g = json.loads(line)
-                    grades[(g["task"], g["problem_id"], g["sample_idx"])] = g
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LeaderboardError(f"cannot read {file}: {_reason(exc)}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LeaderboardError(f"{file}:{number}: not a grade ({exc})") from None
+        grades = {(g.task, g.problem_id, g.sample_idx): asdict(g) for g in read_grades(path)}
+    except GradesFileError as exc:
+        raise LeaderboardError(str(exc)) from None
     return grades if len(grades) == expected else None
 
 

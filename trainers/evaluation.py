@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..analyzers.metrics import estimate
-from ..analyzers.results_file import GRADES, write_atomic
+from ..analyzers.results_file import write_atomic
 from ..harness.hints import HintError, HintPolicy, get_hint_policy
 from ..harness.records import TrajectoryRecord
 from ..harness.rollout import Generator, Limits
@@ -178,13 +178,12 @@ class EvalRun:
 def score(run_dir: str | Path, label: str, *, seed: int = 0) -> EvalRun:
     """Grade a run folder with the analyzers (writes grades.jsonl and results.json)."""
     from ..analyzers.grading import Grader
-    from ..analyzers.scoring import score_run
+    from ..analyzers.scoring import read_grades, score_run
 
     run_dir = Path(run_dir)
     with Grader(workers=2) as grader:
         results = score_run(run_dir, grader, seed=seed)
-    rows = [json.loads(line) for line in (run_dir / GRADES).read_text(encoding="utf-8").splitlines()]
-    correct = {(r["task"], r["problem_id"], r["sample_idx"]): bool(r["correct"]) for r in rows}
+    correct = {(g.task, g.problem_id, g.sample_idx): g.correct for g in read_grades(run_dir)}
     return EvalRun(label, run_dir, results, correct)
 
 
