@@ -204,13 +204,13 @@ def analyze_command(
     """Tokens by segment, code statistics and library adoption of a saved run: writes
     runs/<name>/analysis/*.parquet and the "analysis" key of results.json (docs/analyzers.md)."""
     from cortbench.harness.console import console, fail
-    from cortbench.harness.store import RunStoreError
+    from cortbench.harness.store import SAMPLES, RunStoreError
 
     from .analyze import AnalysisError, analyze_run
     from .results_file import ResultsFileError
 
-    if not (run / "samples.jsonl").is_file():
-        fail(f"{run} is not a run directory (no samples.jsonl)")
+    if not (run / SAMPLES).is_file():
+        fail(f"{run} is not a run directory (no {SAMPLES})")
     try:
         analysis = analyze_run(run, tokenizer)
     except (RunStoreError, AnalysisError, ResultsFileError) as exc:

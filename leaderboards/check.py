@@ -40,6 +40,7 @@ import numpy as np
 from ..analyzers.metrics import BOOTSTRAP_SAMPLES
 from ..analyzers.results_file import GRADES
 from ..analyzers.scoring import GradesFileError, SampleGrade, read_grades
+from ..harness.store import CONFIG, SAMPLES
 
 PERMUTATIONS = 10_000
 EXACT_UP_TO = 14  # problems that differ between the runs: all 2**14 swaps are enumerated
@@ -106,7 +107,7 @@ def load_run(run_dir: str | Path, grader_factory: Callable | None = None) -> Run
     """A run's grades: grades.jsonl when `cortbench score` wrote it for all of samples.jsonl (a baseline
     may keep grades.jsonl alone), else the records graded here (nothing is written)."""
     run_dir = Path(run_dir)
-    grades_path, samples_path = run_dir / GRADES, run_dir / "samples.jsonl"
+    grades_path, samples_path = run_dir / GRADES, run_dir / SAMPLES
     if not run_dir.is_dir():
         raise BadInput(f"{run_dir} does not exist")
     if not grades_path.is_file() and not samples_path.is_file():
@@ -129,7 +130,7 @@ def load_run(run_dir: str | Path, grader_factory: Callable | None = None) -> Run
 
 def _model_of(run_dir: Path) -> str | None:
     try:
-        return json.loads((run_dir / "run.json").read_text())["config"].get("model")
+        return json.loads((run_dir / CONFIG).read_text())["config"].get("model")
     except (OSError, ValueError, KeyError, AttributeError):
         return None
 
