@@ -187,75 +187,37 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..tasks.loading import data_dir as resolve_data_dir
-    from ..tasks.loading import load_problems, source_of
-    from ..tasks.problems import TaskDataError
-    from ..tasks.registry import resolve_tasks
     from .backends import BackendError, get_backend
-    from .hints import HintError, get_hint_policy
+    from .run_settings import RUN_IDENTITY, RunSettingsError, resolve_run
     from .runner import SamplingPlan, run_samples
     from .store import RunStore, RunStoreError
 
-    folder = resolve_data_dir(data_dir)
     try:
-        specs = resolve_tasks(tasks)
-        problems = [p for spec in specs for p in load_problems(spec, folder, limit=limit)]
-        hints = get_hint_policy(hint)
-    except (TaskDataError, HintError) as exc:
+        run = resolve_run(
+            tasks, data_dir, limit=limit, n=n, hint=hint, temperature=temperature, top_p=top_p,
+            max_tool_calls=max_tool_calls, max_tokens=max_tokens, timeout_s=timeout,
+        )  # fmt: skip
+    except RunSettingsError as exc:
         fail(str(exc))
-
-    def protocol(name: str, given):
-        """An explicit option wins; otherwise the tasks' protocol value, which must then agree."""
-        if given is not None:
-            return given
-        values = {getattr(spec.protocol, name) for spec in specs}
-        if len(values) > 1:
-            fail(
-                f"the tasks disagree on {name} ({sorted(values)}): set --{name.replace('_', '-')} explicitly"
-            )
-        return values.pop()
-
-    temperature, top_p = protocol("temperature", temperature), protocol("top_p", top_p)
-    max_tool_calls, max_tokens = (
-        protocol("max_tool_calls", max_tool_calls),
-        protocol("max_tokens", max_tokens),
-    )
-    timeout = protocol("timeout_s", timeout)
-    samples = {spec.name: (n or spec.protocol.k, spec.instruction) for spec in specs}
-    options = _backend_options(backend, model, base_url, tokenizer, temperature, top_p, backend_arg)
-    config = {
-        "tasks": ",".join(spec.name for spec in specs), "backend": backend, "model": model,
-        "samples": {name: k for name, (k, _) in samples.items()}, "limit": limit, "hint": hint,
-        "temperature": temperature, "top_p": top_p, "max_tool_calls": max_tool_calls, "max_tokens": max_tokens,
-        "timeout_s": timeout, "sources": {spec.name: source_of(spec, folder) for spec in specs},
-        "backend_args": backend_arg or [], "tokenizer": tokenizer,
-        "cortbench": version("cortbench"),
-    }  # fmt: skip
-    identity = (
-        "tasks",
-        "backend",
-        "model",
-        "samples",
-        "hint",
-        "temperature",
-        "top_p",
-        "max_tool_calls",
-        "max_tokens",
-    )
+    options = _backend_options(backend, model, base_url, tokenizer, run.temperature, run.top_p, backend_arg)
+    config = run.config(backend=backend, model=model, limit=limit, hint=hint,
+                        backend_args=backend_arg or [], tokenizer=tokenizer)  # fmt: skip
 
     async def go() -> dict:
         generator = get_backend(backend, **options)
         if model is None and hasattr(generator, "model_path"):  # the embedded default: say which model ran
             config["model_file"] = os.path.basename(generator.model_path)
-        limits = _limits(generator, max_tool_calls, max_tokens)
-        if limits.max_total_tokens < max_tokens:
+        limits = _limits(generator, run.max_tool_calls, run.max_tokens)
+        if limits.max_total_tokens < run.max_tokens:
             err_console.print(
                 f"note: the model's context is {limits.max_total_tokens} tokens; trajectories are capped there"
             )
-        plan = SamplingPlan(hints=hints, limits=limits, concurrency=concurrency, per_task=samples)
+        plan = SamplingPlan(hints=run.hints, limits=limits, concurrency=concurrency, per_task=run.samples)
         stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
-        with RunStore.open(output, config, resume=resume, overwrite=overwrite, identity=identity) as store:
-            total = sum(samples[p.task][0] for p in problems)
+        with RunStore.open(
+            output, config, resume=resume, overwrite=overwrite, identity=RUN_IDENTITY
+        ) as store:
+            total = sum(run.samples[p.task][0] for p in run.problems)
             with Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[rate]}"), console=err_console,
@@ -274,8 +236,8 @@ def run(
                     progress.update(bar, advance=1, rate=rate)
 
                 warm = min(concurrency, 16)  # trajectories past the warm ones wait for a kernel start
-                async with LocalSandbox(SandboxConfig(timeout_s=timeout, warm_kernels=warm)) as sandbox:
-                    await run_samples(problems, generator, sandbox, store, plan, on_record=on_record)
+                async with LocalSandbox(SandboxConfig(timeout_s=run.timeout_s, warm_kernels=warm)) as sandbox:
+                    await run_samples(run.problems, generator, sandbox, store, plan, on_record=on_record)
             stats["total_in_run"] = len(store)
         return stats
 

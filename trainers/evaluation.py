@@ -21,7 +21,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,12 @@ import numpy as np
 
 from ..analyzers.metrics import estimate
 from ..analyzers.results_file import write_atomic
-from ..harness.hints import HintError, HintPolicy, get_hint_policy
 from ..harness.records import TrajectoryRecord
 from ..harness.rollout import Generator, Limits
+from ..harness.run_settings import RUN_IDENTITY, ResolvedRun, RunSettingsError, resolve_run
 from ..harness.runner import SamplingPlan, run_samples
 from ..harness.sandbox import LocalSandbox, SandboxConfig
 from ..harness.store import RunStore
-from ..tasks.loading import data_dir as resolve_data_dir
-from ..tasks.loading import load_problems, source_of
-from ..tasks.problems import Problem, TaskDataError
-from ..tasks.registry import resolve_tasks
-from ..tasks.spec import TaskSpec
 from .config import ConfigError, RolloutSettings, StageConfig
 
 REPORT_JSON = "report.json"
@@ -47,31 +41,16 @@ REPORT_MD = "report.md"
 
 
 @dataclass
-class Sampling:
-    """What `RolloutSettings` resolve to: the problems, the tasks' protocol filled in, and the
-    run.json configuration a run folder records (the same keys `cortbench run` writes)."""
+class Sampling(ResolvedRun):
+    """A stage's `RolloutSettings` resolved by the harness (problems, each task's k, the tasks'
+    protocol filled in), with the settings themselves."""
 
-    specs: list[TaskSpec]
-    problems: list[Problem]
-    samples: dict[str, tuple[int, str]]  # task -> (n, instruction)
-    temperature: float
-    top_p: float
-    max_tool_calls: int
-    max_tokens: int
-    timeout_s: float
-    hints: HintPolicy
-    settings: RolloutSettings
+    settings: RolloutSettings = field(default_factory=RolloutSettings)
 
     def run_config(self, model_name: str, **extra: Any) -> dict[str, Any]:
-        folder = resolve_data_dir(self.settings.data_dir)
-        return {
-            "tasks": ",".join(s.name for s in self.specs), "backend": "hf", "model": model_name,
-            "samples": {name: k for name, (k, _) in self.samples.items()}, "limit": self.settings.limit,
-            "offset": self.settings.offset, "hint": self.settings.hint, "temperature": self.temperature,
-            "top_p": self.top_p, "max_tool_calls": self.max_tool_calls, "max_tokens": self.max_tokens,
-            "timeout_s": self.timeout_s, "sources": {s.name: source_of(s, folder) for s in self.specs},
-            "backend_args": [], "tokenizer": None, "cortbench": version("cortbench"), **extra,
-        }  # fmt: skip
+        """run.json's configuration, with the keys `cortbench run` writes."""
+        return self.config(backend="hf", model=model_name, limit=self.settings.limit, offset=self.settings.offset,
+                           hint=self.settings.hint, backend_args=[], tokenizer=None, **extra)  # fmt: skip
 
 
 def resolve_sampling(settings: RolloutSettings) -> Sampling:
@@ -79,29 +58,15 @@ def resolve_sampling(settings: RolloutSettings) -> Sampling:
     the tasks, which must then agree. Raises ConfigError with one clear line."""
     if not settings.tasks:
         raise ConfigError("no tasks given (a list of task names or .jsonl / .yaml files)")
-    folder = resolve_data_dir(settings.data_dir)
     try:
-        specs = resolve_tasks(settings.tasks)
-        end = None if settings.limit is None else settings.offset + settings.limit
-        problems = [p for s in specs for p in load_problems(s, folder, limit=end)[settings.offset :]]
-        hints = get_hint_policy(settings.hint)
-    except (TaskDataError, HintError) as exc:
+        run = resolve_run(
+            settings.tasks, settings.data_dir, limit=settings.limit, offset=settings.offset, n=settings.n,
+            hint=settings.hint, temperature=settings.temperature, top_p=settings.top_p,
+            max_tool_calls=settings.max_tool_calls, max_tokens=settings.max_tokens, timeout_s=settings.timeout_s,
+        )  # fmt: skip
+    except RunSettingsError as exc:
         raise ConfigError(str(exc)) from None
-
-    def protocol(name: str) -> Any:
-        given = getattr(settings, name)
-        if given is not None:
-            return given
-        values = {getattr(spec.protocol, name) for spec in specs}
-        if len(values) > 1:
-            raise ConfigError(f"the tasks disagree on {name} ({sorted(values)}): set it in the config")
-        return values.pop()
-
-    samples = {s.name: (settings.n or s.protocol.k, s.instruction) for s in specs}
-    return Sampling(
-        specs, problems, samples, protocol("temperature"), protocol("top_p"), protocol("max_tool_calls"),
-        protocol("max_tokens"), protocol("timeout_s"), hints, settings,
-    )  # fmt: skip
+    return Sampling(**vars(run), settings=settings)
 
 
 def generator_for(model: Any, tokenizer: Any, sampling: Sampling) -> Generator:
@@ -142,10 +107,11 @@ def sample_run(
         per_task=sampling.samples,
     )
     config = sampling.run_config(model_name)
-    identity = ("tasks", "model", "samples", "hint", "temperature", "top_p", "max_tool_calls", "max_tokens")
 
     async def go() -> None:
-        with RunStore.open(run_dir, config, resume=resume, overwrite=not resume, identity=identity) as store:
+        with RunStore.open(
+            run_dir, config, resume=resume, overwrite=not resume, identity=RUN_IDENTITY
+        ) as store:
             sandbox_config = SandboxConfig(
                 timeout_s=sampling.timeout_s, warm_kernels=min(plan.concurrency, 4)
             )
