@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..tasks.problems import TaskDataError
-from ..tasks.registry import get_task
+from ..tasks.registry import get_task, groups
 from .budget import budget_curve, budgets_for, response_length
 from .paper import PaperTable
 from .runs import Run
 
-PAPER_TASKS = ("aime24", "aime25", "amc23", "math500", "olympiad_bench")
-GROUP = "cort_math"
+GROUP = "cort_math"  # the paper's five columns, in its order
 CHEM_TASK = "cort_chem"
 TOP_LIBRARIES = 12
 
@@ -148,9 +147,10 @@ class Row:
 
 def task_columns(summaries: list[RunSummary]) -> list[Column]:
     """The paper's five columns, then cort_chem and any other task some run measured."""
-    others = sorted({t for s in summaries for t in s.scores} - set(PAPER_TASKS) - {CHEM_TASK})
+    paper_tasks = groups()[GROUP].tasks
+    others = sorted({t for s in summaries for t in s.scores} - set(paper_tasks) - {CHEM_TASK})
     chem = [CHEM_TASK] if any(CHEM_TASK in s.scores for s in summaries) else []
-    return [Column(t, task_title(t)) for t in (*PAPER_TASKS, *chem, *others)]
+    return [Column(t, task_title(t)) for t in (*paper_tasks, *chem, *others)]
 
 
 def task_title(name: str) -> str:
