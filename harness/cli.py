@@ -365,16 +365,17 @@ def sandbox_exec(
 
 @sandbox_app.command("check")
 def sandbox_check() -> None:
-    """Report which isolation this machine allows and which modules are pre-loaded."""
+    """Report each layer of the sandbox's boundary as on or off (with the reason), then run a cell."""
+    from rich.table import Table
 
     async def go() -> None:
         async with LocalSandbox(SandboxConfig(warm_kernels=0)) as sandbox:
-            if sandbox.isolated:
-                console.print(
-                    "[green]isolation: namespaces[/] (user, PID, mount, network, IPC, UTS), read-only filesystem, no capabilities"
-                )
-            else:
-                console.print(f"[bold red]isolation: rlimits only[/] ({sandbox.isolation_problem})")
+            table = Table("layer", "state", "detail", box=None, show_edge=False)
+            table.columns[2].overflow = "fold"
+            for name, layer in sandbox.layers.items():
+                state = "[green]on[/]" if layer["on"] else "[bold red]off[/]"
+                table.add_row(name, state, layer["detail"])
+            console.print(table)
             console.print(f"preloaded: {', '.join(sandbox.preloaded)}")
             result = await sandbox.run_code("print(1 + 1)")
             console.print(f"smoke cell: {result.status}, {result.duration_s * 1000:.1f} ms")
@@ -384,7 +385,9 @@ def sandbox_check() -> None:
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    host: Annotated[str, typer.Option(help="Address to bind; keep it on a private network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; other than loopback only with --token.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     timeout: Timeout = 30.0,
     memory_mb: MemoryMB = 4096,
@@ -392,34 +395,50 @@ def sandbox_serve(
         int | None, typer.Option(help="Cells executing at once (default: CPU count).")
     ] = None,
     max_sessions: Annotated[int, typer.Option(help="Stateful sessions alive at once.")] = 1024,
+    max_sessions_per_client: Annotated[int, typer.Option(help="Sessions one client address may hold.")] = 256,
     session_ttl: Annotated[float, typer.Option(help="Seconds an idle session lives.")] = 600.0,
+    max_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Largest per-cell timeout a client may ask for (default: 30, or --timeout if longer)."
+        ),
+    ] = None,
+    kernel_wait: Annotated[
+        float, typer.Option(help="Seconds a request waits for a free kernel (then 503).")
+    ] = 30.0,
     warm_kernels: Annotated[int, typer.Option(help="Pre-started idle kernels.")] = 4,
+    max_kernels: Annotated[
+        int | None, typer.Option(help="Kernels alive at once (default: from RAM, ~64 MiB each).")
+    ] = None,
     isolation: Annotated[
-        Isolation, typer.Option(help="auto: namespaces where allowed; namespaces: required; none.")
+        Isolation, typer.Option(help="auto: every layer where allowed; namespaces: required; none.")
     ] = Isolation.auto,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CORTBENCH_SANDBOX_TOKEN", help="Require 'Authorization: Bearer TOKEN'."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback address without a token (trusted networks only).")
+    ] = False,
 ) -> None:
-    """Serve the sandbox over HTTP: SandboxFusion-compatible POST /run_code plus stateful sessions.
-
-    There is no authentication: bind to loopback or a private network only.
-    """
-    from .sandbox.server import serve
+    """Serve the sandbox over HTTP: SandboxFusion-compatible POST /run_code plus stateful sessions."""
+    from .sandbox.server import ServerLimits, serve
 
     config = SandboxConfig(
-        timeout_s=timeout, memory_mb=memory_mb, warm_kernels=warm_kernels, isolation=isolation.value
+        timeout_s=timeout,
+        memory_mb=memory_mb,
+        warm_kernels=warm_kernels,
+        isolation=isolation.value,
+        **({"max_kernels": max_kernels} if max_kernels else {}),
     )
+    limits = ServerLimits(max_sessions=max_sessions, max_sessions_per_client=max_sessions_per_client,
+                          session_ttl_s=session_ttl, max_timeout_s=max_timeout, kernel_wait_s=kernel_wait)  # fmt: skip
     try:
         serve(
-            host,
-            port,
-            config,
-            max_sessions=max_sessions,
-            session_ttl_s=session_ttl,
-            max_concurrency=max_concurrency,
+            host, port, config, token=token, insecure=insecure, limits=limits, max_concurrency=max_concurrency
         )
     except SandboxError as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 def _add_commands_of_other_parts() -> None:

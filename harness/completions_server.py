@@ -31,14 +31,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
 
 from ..tasks.problems import Problem
 from .hints import HintPolicy
-from .rollout import NO_HINTS, Generator, Limits, run_rollout
+from .rollout import NO_HINTS, GenerationUnavailable, Generator, Limits, run_rollout
 from .runner import build_record
-from .sandbox import LocalSandbox, SandboxConfig
+from .sandbox import LocalSandbox, SandboxConfig, SandboxError
 from .store import RunStore
 
 
@@ -120,8 +120,11 @@ def create_app(
             budget = generator.count_tokens(prompt) + max_tokens
             limits = replace(limits, max_total_tokens=min(limits.max_total_tokens, budget))
         started_at = time.time()
-        async with state["slots"], state["sandbox"].session() as kernel:
-            rollout = await run_rollout(prompt, generator, kernel, limits, hints=config.hints)
+        try:
+            async with state["slots"], state["sandbox"].session() as kernel:
+                rollout = await run_rollout(prompt, generator, kernel, limits, hints=config.hints)
+        except (GenerationUnavailable, SandboxError) as exc:  # down, not this request's fault
+            raise HTTPException(503, f"{type(exc).__name__}: {exc}") from None
         if "recorder" in state:
             recorder: _Recorder = state["recorder"]
             problem, idx = recorder.problem(text)

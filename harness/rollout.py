@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 from .fences import OPEN_PYTHON, STOP_STRINGS, closed_code, output_block, restore_stop
 from .hints import HintPoint, HintPolicy
 from .records import InsertedHint, ToolCall
-from .sandbox import KernelSession
+from .sandbox import KernelSession, SandboxError
 
 TOOL_LIMIT_MESSAGE = (
     "\n\n[SYSTEM]\nYou have exceeded the allowed number of code executions. You can no longer write or "
@@ -26,6 +26,14 @@ TOOL_LIMIT_MESSAGE = (
 NO_HINTS = HintPolicy()
 
 FinishReason = Literal["stop", "length", "error"]
+ERROR_CHARS = 2000  # of an exception's text kept in a record's `error`
+
+
+class GenerationUnavailable(RuntimeError):
+    """Raised by a Generator whose backend cannot be reached at all (down, unreachable, failing
+    every retry): the whole run stops, resumably. Any other exception a trajectory meets (a
+    request the backend rejects, a hint policy's bug, a tokenizer error) ends only that
+    trajectory, recorded with finish_reason "error" and the exception in `error`."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,12 @@ class Rollout:
     total_tokens: int = 0
     generation_s: float = 0.0
     tools_s: float = 0.0
+    error: str | None = None  # why the trajectory ended early ("error" finish), one line
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a record keeps it: its type and the start of its message."""
+    return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
 async def run_rollout(
@@ -82,8 +96,24 @@ async def run_rollout(
     *,
     hints: HintPolicy = NO_HINTS,
 ) -> Rollout:
-    """Drive one trajectory to its end; the kernel keeps the state of all its cells."""
+    """Drive one trajectory to its end; the kernel keeps the state of all its cells.
+
+    Only a backend or a sandbox that is down (GenerationUnavailable, SandboxError) raises; any
+    other failure ends the trajectory where it is, with finish_reason "error" and `error`.
+    """
     out = Rollout()
+    try:
+        await _drive(out, prompt, generator, kernel, limits, hints)
+    except (GenerationUnavailable, SandboxError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one trajectory's failure must not stop the run
+        out.finish_reason, out.error = "error", error_text(exc)
+    out.total_tokens = out.prompt_tokens + out.generated_tokens + out.inserted_tokens
+    return out
+
+
+async def _drive(out: Rollout, prompt: str, generator: Generator, kernel: KernelSession, limits: Limits,
+                 hints: HintPolicy) -> None:  # fmt: skip
     out.prompt_tokens = prompt_tokens = generator.count_tokens(prompt)
 
     def insert(text: str, point: HintPoint | None = None) -> None:
@@ -141,5 +171,3 @@ async def run_rollout(
             ("" if out.generation.endswith("\n") else "\n") + output_block(shown)
         )  # fence ended the sequence
         insert(hints.after_output(out.generation, call), "after_output")
-    out.total_tokens = prompt_tokens + out.generated_tokens + out.inserted_tokens
-    return out

@@ -12,8 +12,8 @@ from ..tasks.problems import Problem
 from .fences import split_segments
 from .hints import HintPolicy
 from .records import Timing, TokenCounts, TrajectoryRecord
-from .rollout import NO_HINTS, Generator, Limits, Rollout, run_rollout
-from .sandbox import Sandbox
+from .rollout import NO_HINTS, GenerationUnavailable, Generator, Limits, Rollout, error_text, run_rollout
+from .sandbox import Sandbox, SandboxError
 from .store import RunStore
 
 
@@ -62,6 +62,7 @@ def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollou
             tools_s=rollout.tools_s,
             total_s=time.time() - started_at,
         ),
+        error=rollout.error,
     )
 
 
@@ -76,8 +77,10 @@ async def run_samples(
     """Run every sample the store does not hold yet; returns how many were written now.
 
     Trajectories run concurrently up to `plan.concurrency`, each in its own kernel, and never wait
-    for each other. A backend or sandbox failure stops the run; what was written stays written,
-    and a resume continues from there.
+    for each other. A trajectory that fails is written with finish_reason "error" and the
+    exception in `error`; only a backend or sandbox that is down (GenerationUnavailable,
+    SandboxError) or a store that cannot write stops the run. What was written stays written, and
+    a resume continues from there.
     """
     todo = [
         (p, i)
@@ -91,13 +94,19 @@ async def run_samples(
     async def one(problem: Problem, idx: int) -> None:
         nonlocal written
         async with slots:
-            prompt = generator.render_chat(
-                [{"role": "user", "content": problem.problem + plan.instruction_for(problem.task)}]
-            )
-            started_at = time.time()
-            async with sandbox.session() as kernel:
-                rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)
-            record = build_record(problem, idx, prompt, rollout, generator, started_at)
+            started_at, prompt = time.time(), ""
+            try:
+                prompt = generator.render_chat(
+                    [{"role": "user", "content": problem.problem + plan.instruction_for(problem.task)}]
+                )
+                async with sandbox.session() as kernel:
+                    rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)
+                record = build_record(problem, idx, prompt, rollout, generator, started_at)
+            except (GenerationUnavailable, SandboxError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded; the other trajectories go on
+                failed = Rollout(finish_reason="error", error=error_text(exc))  # no text: nothing to count
+                record = build_record(problem, idx, prompt, failed, generator, started_at)
             await asyncio.to_thread(store.append, record)  # fsync off the event loop
             written += 1
             if on_record is not None:

@@ -209,3 +209,62 @@ def code_writing_model_dir(tiny_model_dir, tmp_path_factory):
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+NOBODY = 65534
+
+
+def _untraversable_ancestor(path: Path) -> Path | None:
+    """The highest folder above `path` that other users cannot enter (pyenv under /root, 0700)."""
+    parts = path.resolve().parts
+    for i in range(2, len(parts)):
+        folder = Path(*parts[:i])
+        if not folder.stat().st_mode & 0o001:
+            return folder
+    return None
+
+
+def run_unprivileged(argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `argv` as uid/gid 65534, as an unprivileged user would run cortbench (needs root).
+
+    A Python installation or checkout under a folder others cannot enter is made reachable in a
+    private mount namespace of this one process (a tmpfs over that folder holding only those
+    paths), so nothing on the host changes. The process's HOME is a fresh folder it owns.
+    """
+    import os
+    import shlex
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        pytest.skip("needs root and util-linux unshare/setpriv to start an unprivileged process")
+    needed = {Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parents[1]}
+    covers: dict[Path, list[Path]] = {}
+    for path in needed:
+        blocker = _untraversable_ancestor(path)
+        if blocker is not None:
+            covers.setdefault(blocker, []).append(path.resolve())
+    home = Path(tempfile.mkdtemp(prefix="cortbench-nobody-"))
+    os.chown(home, NOBODY, NOBODY)
+    steps = ["set -e"]
+    for i, (blocker, paths) in enumerate(covers.items()):
+        view = home.with_name(f"{home.name}-view{i}")
+        view.mkdir()
+        steps.append(f"mount -t tmpfs -o mode=755 cortbench-view {shlex.quote(str(view))}")
+        for path in paths:
+            inside = view / path.relative_to(blocker)
+            steps.append(f"mkdir -p {shlex.quote(str(inside))} && chmod -R 755 {shlex.quote(str(view))}")
+            steps.append(f"mount --rbind {shlex.quote(str(path))} {shlex.quote(str(inside))}")
+        steps.append(f"mount --rbind {shlex.quote(str(view))} {shlex.quote(str(blocker))}")
+    steps.append('exec setpriv --reuid 65534 --regid 65534 --clear-groups "$@"')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    try:
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(steps), "sh", *argv],
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=str(home),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        for i in range(len(covers)):
+            shutil.rmtree(home.with_name(f"{home.name}-view{i}"), ignore_errors=True)

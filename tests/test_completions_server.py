@@ -60,3 +60,25 @@ def test_chat_messages_as_prompt_and_the_chat_endpoint(server):
         url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 60}, timeout=300
     )
     assert chat.json()["choices"][0]["message"]["content"].startswith("```python\n")
+
+
+def test_a_hostile_cell_is_a_completion_not_a_server_error():
+    """The model's cell writes a 100,000-deep frame on the kernel's wire: the served trajectory
+    goes on (the model is told its kernel was replaced), and the server answers 200."""
+    from fastapi.testclient import TestClient
+    from test_runner import HOSTILE_FRAME, ProblemScriptedGenerator
+
+    from cortbench.harness.completions_server import ServeConfig, create_app
+    from cortbench.harness.sandbox import SandboxConfig
+
+    generator = ProblemScriptedGenerator({"hostile": HOSTILE_FRAME, "fine": "print(2)"})
+    app = create_app(
+        generator, SandboxConfig(warm_kernels=0, timeout_s=10), ServeConfig(model_name="scripted")
+    )
+    with TestClient(app) as client:
+        reply = client.post("/v1/completions", json={"prompt": ["hostile", "fine"], "max_tokens": 100})
+    assert reply.status_code == 200, reply.text
+    hostile, fine = reply.json()["choices"]
+    assert "malformed reply" in hostile["text"] and hostile["text"].endswith("\\boxed{2}.")
+    assert hostile["cortbench"]["failed_tool_calls"] == 1
+    assert "```output\n2\n```" in fine["text"]

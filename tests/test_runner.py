@@ -8,7 +8,7 @@ import pytest
 
 from cortbench.harness.backends import get_backend
 from cortbench.harness.hints import get_hint_policy
-from cortbench.harness.rollout import Limits
+from cortbench.harness.rollout import GenerationUnavailable, Limits
 from cortbench.harness.runner import SamplingPlan, run_samples
 from cortbench.harness.store import RunStore, read_run
 from cortbench.tasks.problems import Problem, load_jsonl
@@ -72,3 +72,73 @@ def test_jsonl_problems_load_and_bad_rows_fail_clearly(tmp_path):
     bad.write_text('{"problem": "1+1?", "gt_answer": "2"}\n{"question": "x"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: a row needs the fields"):
         load_jsonl(bad)
+
+
+class ProblemScriptedGenerator:
+    """Plays a model per problem: writes the problem's cell, then answers; "rejected" problems
+    make the backend reject the request, as a server answering HTTP 400 would."""
+
+    def __init__(self, cells: dict[str, str], rejected: set[str] = frozenset(), down: set[str] = frozenset()):
+        self.cells, self.rejected, self.down = cells, rejected, down
+
+    def render_chat(self, messages):
+        return f"<user>{messages[-1]['content']}<assistant>"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]):
+        from cortbench.harness.backends import BackendError, BackendUnavailable
+        from cortbench.harness.rollout import Completion
+
+        problem = prompt.split("<user>", 1)[1].split("<assistant>", 1)[0]
+        if problem in self.down:
+            raise BackendUnavailable("cannot reach http://127.0.0.1:9/v1: ConnectError")
+        if problem in self.rejected:
+            raise BackendError("http://127.0.0.1:9/v1/completions answered HTTP 400: context too long")
+        if "```output" not in prompt:
+            return Completion(f"Let me compute.\n```python\n{self.cells[problem]}\n", "stop", 5, stop="```\n")
+        return Completion("So the answer is \\boxed{2}.", "stop", 6)
+
+
+HOSTILE_FRAME = (
+    "import os, struct\n"
+    "def is_socket(fd):\n"
+    "    try:\n        return os.readlink(f'/proc/self/fd/{fd}').startswith('socket:')\n"
+    "    except OSError:\n        return False\n"
+    "fd = next(int(f) for f in os.listdir('/proc/self/fd') if is_socket(f))\n"
+    "body = b'[' * 100_000\n"
+    "os.write(fd, struct.pack('!I', len(body)) + body)"
+)
+
+
+async def test_one_hostile_or_failing_trajectory_never_stops_the_run(sandbox, tmp_path):
+    """Six trajectories: one writes a 100,000-deep frame on its wire socket, one meets a request
+    the backend rejects. All six records are written; the two failures say what happened."""
+    names = ["p0", "p1", "hostile", "p3", "rejected", "p5"]
+    cells = {name: "print(1 + 1)" for name in names} | {"hostile": HOSTILE_FRAME}
+    gen = ProblemScriptedGenerator(cells, rejected={"rejected"})
+    problems = [Problem("toy", name, name, "2") for name in names]
+    with RunStore.open(tmp_path / "run", {"model": "scripted"}) as store:
+        assert await run_samples(problems, gen, sandbox, store, SamplingPlan(n=1)) == 6
+        records = {r.problem_id: r for r in read_run(store.path)[1]}
+    assert sorted(records) == sorted(names)
+    hostile = records["hostile"]
+    assert hostile.finish_reason == "stop" and hostile.error is None
+    assert hostile.tool_calls[0].status == "killed" and hostile.tool_calls[0].kernel_restarted
+    assert "malformed reply" in hostile.tool_calls[0].output
+    rejected = records["rejected"]
+    assert rejected.finish_reason == "error" and "HTTP 400" in rejected.error
+    assert rejected.error.startswith("BackendError: ")
+    for name in ("p0", "p1", "p3", "p5"):
+        assert records[name].tool_calls[0].output == "2" and records[name].error is None
+
+
+async def test_a_backend_that_is_down_stops_the_run_and_keeps_what_was_written(sandbox, tmp_path):
+    gen = ProblemScriptedGenerator({"a": "print(2)", "b": "print(3)"}, down={"b"})
+    problems = [Problem("toy", "a", "a", "2"), Problem("toy", "b", "b", "3")]
+    with RunStore.open(tmp_path / "run", {"model": "scripted"}) as store:
+        with pytest.raises(GenerationUnavailable, match="cannot reach"):
+            await run_samples(problems, gen, sandbox, store, SamplingPlan(n=1, concurrency=1))
+        records = read_run(store.path)[1]
+    assert [r.problem_id for r in records] == ["a"]  # resumable: b runs again on --resume

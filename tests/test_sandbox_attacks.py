@@ -42,7 +42,8 @@ async def _no_cell_processes_left(sandbox) -> bool:
     return False
 
 
-async def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
+async def test_fork_bomb_is_capped_and_cleaned_up(sandbox):
+    """max_processes holds (the kernel's cgroup and RLIMIT_NPROC: it runs as no host root)."""
     code = (
         "import os, time\nkids = 0\n"
         "for i in range(200):\n"
@@ -53,11 +54,11 @@ async def test_fork_bomb_is_contained_and_cleaned_up(sandbox):
     async with sandbox.session() as k:
         result = await k.run(code)
         cleaned = await _no_cell_processes_left(sandbox)  # while the kernel itself lives on
-        after = await k.run("print(kids + 1)")
-    assert result.output.startswith("200")
-    assert "200 background process(es)" in result.output
+        after = await k.run("print(kids < 64)")
+    assert result.error_name == "BlockingIOError" and "Resource temporarily unavailable" in result.output
+    assert "background process(es)" in result.output
     assert cleaned
-    assert after.output == "201"  # state survived the cleanup
+    assert after.output == "True"  # state survived the cleanup
 
 
 async def test_unbounded_fork_bomb_hits_the_process_cap(sandbox):
@@ -151,16 +152,18 @@ async def test_background_thread_forces_a_restart(sandbox):
 
 
 async def test_nothing_outside_scratch_changes(sandbox):
-    sentinel = Path(__file__).with_name(f".sentinel-{os.getpid()}")  # outside /tmp, which is the kernel's own
+    sentinel = Path(__file__).with_name(f".sentinel-{os.getpid()}")  # the checkout is not even visible
     code = f"open({str(sentinel)!r}, 'w').write('escaped')"
     result = await sandbox.run_code(code)
     etc = await sandbox.run_code("import os\nos.remove('/etc/hostname')")
+    usr = await sandbox.run_code("open('/usr/cortbench-escape', 'w')")
     local = await sandbox.run_code(
         "open('scratch.txt', 'w').write('fine')\nprint(open('scratch.txt').read())"
     )
-    assert result.status == ExecStatus.ERROR and "Read-only file system" in result.output
+    assert result.status == ExecStatus.ERROR and "No such file or directory" in result.output
     assert not sentinel.exists()
     assert etc.status == ExecStatus.ERROR and os.path.exists("/etc/hostname")
+    assert usr.status == ExecStatus.ERROR and not os.path.exists("/usr/cortbench-escape")
     assert local.output == "fine"
 
 
@@ -229,20 +232,19 @@ async def test_without_namespaces_limits_and_cleanup_still_apply(isolation):
     assert not os.path.exists(where)  # the scratch dir is deleted with the kernel
 
 
-async def test_credential_files_are_masked(sandbox):
-    result = await sandbox.run_code("print(repr(open('/etc/shadow').read()))")
-    assert result.output == "''"
+async def test_credential_files_are_not_there(sandbox):
+    result = await sandbox.run_code(
+        "import os\nprint([p for p in ('/etc/shadow', '/etc/gshadow', '/etc/ssh', '/root/.ssh') if os.path.exists(p)])"
+    )
+    assert result.output == "[]"
 
 
-async def test_scratch_dir_is_private_and_deleted(sandbox):
+async def test_scratch_is_a_private_tmpfs_that_vanishes(sandbox):
     async with sandbox.session() as k:
         where = (await k.run("import os\nopen('f.txt', 'w').write('x')\nprint(os.getcwd())")).output
-        assert os.listdir(where) == []  # the kernel's files live in its own tmpfs
-    for _ in range(100):
-        if not os.path.exists(where):
-            break
-        await asyncio.sleep(0.02)
-    assert not os.path.exists(where)
+        mounts = (await k.run("print([m for m in open('/proc/self/mounts') if ' /tmp ' in m])")).output
+    assert where == "/tmp" and "tmpfs /tmp tmpfs rw,nosuid,nodev" in mounts
+    assert not os.path.exists("/tmp/f.txt")  # the host's /tmp never saw it
 
 
 WARN_ONCE = """
@@ -259,15 +261,17 @@ asyncio.run(main())
 
 
 def test_missing_namespaces_are_reported_once_loudly_and_cells_still_run():
-    """Simulate a host that forbids user namespaces (as some containers do)."""
+    """Simulate a host that forbids user namespaces (as some containers do), as an unprivileged
+    user: root mapped to itself in a user namespace would be refused (test_sandbox_boundary)."""
     import shutil
-    import subprocess
     import sys
+
+    from conftest import run_unprivileged
 
     if not shutil.which("unshare"):
         pytest.skip("needs util-linux unshare")
     forbid = "echo 0 > /proc/sys/user/max_user_namespaces"
-    proc = subprocess.run(
+    proc = run_unprivileged(
         [
             "unshare",
             "--user",
@@ -278,11 +282,9 @@ def test_missing_namespaces_are_reported_once_loudly_and_cells_still_run():
             sys.executable,
             WARN_ONCE,
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     if proc.returncode != 0 and "max_user_namespaces" in proc.stderr:
         pytest.skip("cannot simulate a host without user namespaces here")
-    assert proc.stdout.split("\n")[:2] == ["False 4", "False 4"]
+    assert proc.stdout.split("\n")[:2] == ["False 4", "False 4"], proc.stderr
     assert proc.stderr.count("WARNING: sandbox namespaces are unavailable") == 1

@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(*args: str):
+def _start_server(*args: str, health_headers: dict | None = None):
     port = _free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
@@ -45,7 +45,7 @@ def _start_server(*args: str):
             log.seek(0)
             pytest.fail(f"sandbox server exited with {proc.returncode}: {log.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1, headers=health_headers).status_code == 200:
                 return proc, url, log
         except httpx.TransportError:
             pass
@@ -315,3 +315,190 @@ def test_replay_program_without_history_is_the_code():
 async def test_sandboxfusion_unreachable_fails(server):
     with pytest.raises(SandboxError, match="does not work"):
         await SandboxFusionSandbox(f"http://127.0.0.1:{_free_port()}", retries=1).start()
+
+
+# ----------------------------------------------------------------------------- hardening (issue 12)
+
+
+@pytest.fixture(scope="module")
+def tight_server():
+    """Two kernels at most, one cell at a time, a 1 s wait for a kernel, two sessions per client,
+    cells of at most 2 s, and a bearer token."""
+    proc, url, log = _start_server("--max-kernels", "2", "--max-concurrency", "1", "--kernel-wait", "1",
+                                   "--max-sessions-per-client", "3", "--max-timeout", "2", "--token", "s3cret",
+                                   health_headers=AUTH)  # fmt: skip
+    yield url
+    _stop_server(proc, log)
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def test_a_token_is_required_when_set(tight_server):
+    assert httpx.get(f"{tight_server}/health").status_code == 401
+    assert httpx.get(f"{tight_server}/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(f"{tight_server}/run_code", json={"code": "print(1)"}).status_code == 401
+    assert httpx.get(f"{tight_server}/health", headers=AUTH).status_code == 200
+
+
+async def test_the_remote_client_sends_the_token(tight_server, monkeypatch):
+    monkeypatch.setenv("CORTBENCH_SANDBOX_TOKEN", "s3cret")
+    async with RemoteSandbox(tight_server) as sb:
+        assert (await sb.run_code("print(6 * 7)")).output == "42"
+    monkeypatch.delenv("CORTBENCH_SANDBOX_TOKEN")
+    with pytest.raises(SandboxError, match="401"):
+        async with RemoteSandbox(tight_server):
+            pass
+
+
+def test_idle_sessions_cannot_wedge_the_server(tight_server):
+    """Two idle sessions hold both kernels: a third session's cell answers 503 (not run) within
+    the kernel wait, while the idle sessions' own cells still run."""
+    sids = [httpx.post(f"{tight_server}/sessions", headers=AUTH).json()["session_id"] for _ in range(3)]
+    try:
+        for sid in sids[:2]:
+            assert (
+                httpx.post(
+                    f"{tight_server}/sessions/{sid}/run", json={"code": "x = 1"}, headers=AUTH
+                ).status_code
+                == 200
+            )
+        start = time.monotonic()
+        blocked = httpx.post(
+            f"{tight_server}/sessions/{sids[2]}/run", json={"code": "print(1)"}, headers=AUTH, timeout=10
+        )
+        assert blocked.status_code == 503 and blocked.headers["X-Cortbench-Not-Run"] == "1"
+        assert blocked.headers["Retry-After"] == "1" and time.monotonic() - start < 5
+        again = httpx.post(
+            f"{tight_server}/sessions/{sids[0]}/run", json={"code": "print(x + 1)"}, headers=AUTH, timeout=10
+        )
+        assert again.status_code == 200 and again.json()["output"] == "2"
+    finally:
+        for sid in sids:
+            httpx.delete(f"{tight_server}/sessions/{sid}", headers=AUTH)
+
+
+def test_sessions_per_client_are_capped(tight_server):
+    sids = []
+    try:
+        for _ in range(3):
+            response = httpx.post(f"{tight_server}/sessions", headers=AUTH)
+            assert response.status_code == 200
+            sids.append(response.json()["session_id"])
+        over = httpx.post(f"{tight_server}/sessions", headers=AUTH)
+        assert over.status_code == 429 and "per client" in over.json()["detail"]
+    finally:
+        for sid in sids:
+            httpx.delete(f"{tight_server}/sessions/{sid}", headers=AUTH)
+
+
+def test_timeouts_are_capped_and_numbers_must_be_finite(tight_server):
+    long = httpx.post(f"{tight_server}/run_code", headers=AUTH, timeout=20,
+                      json={"code": "import time\ntime.sleep(10)", "run_timeout": 3600}).json()  # fmt: skip
+    assert long["run_result"]["status"] == "TimeLimitExceeded" and long["run_result"]["execution_time"] < 5
+    sid = httpx.post(f"{tight_server}/sessions", headers=AUTH).json()["session_id"]
+    try:
+        over = httpx.post(
+            f"{tight_server}/sessions/{sid}/run", json={"code": "1", "timeout": 3}, headers=AUTH
+        )
+        assert over.status_code == 422 and "limit of 2" in over.json()["detail"]
+        for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+            raw = b'{"code": "1", "timeout": ' + literal + b"}"
+            bad = httpx.post(f"{tight_server}/sessions/{sid}/run", content=raw,
+                             headers={**AUTH, "content-type": "application/json"})  # fmt: skip
+            assert bad.status_code == 422, literal
+        raw = b'{"code": "1", "run_timeout": NaN}'
+        assert httpx.post(f"{tight_server}/run_code", content=raw,
+                          headers={**AUTH, "content-type": "application/json"}).status_code == 422  # fmt: skip
+    finally:
+        httpx.delete(f"{tight_server}/sessions/{sid}", headers=AUTH)
+
+
+def test_files_per_request_are_capped(tight_server):
+    many = httpx.post(f"{tight_server}/run_code", headers=AUTH,
+                      json={"code": "1", "fetch_files": [f"f{i}" for i in range(17)]})  # fmt: skip
+    assert many.status_code == 413 and "fetch_files" in many.json()["detail"]
+
+
+async def test_fetch_stops_at_its_byte_budget(sandbox):
+    from cortbench.harness.sandbox.server import _fetch_file
+
+    async with sandbox.session() as kernel:
+        await kernel.run("open('big.bin', 'wb').write(b'z' * 100_000)")
+        assert await _fetch_file(kernel, "big.bin", sandbox.config.record_chars, 200_000) == b"z" * 100_000
+        assert await _fetch_file(kernel, "big.bin", sandbox.config.record_chars, 50_000) is None
+
+
+def test_a_cell_whose_client_goes_away_is_stopped(tight_server):
+    sid = httpx.post(f"{tight_server}/sessions", headers=AUTH).json()["session_id"]
+    try:
+        assert (
+            httpx.post(f"{tight_server}/sessions/{sid}/run", json={"code": "x = 1"}, headers=AUTH).status_code
+            == 200
+        )
+        host, port = tight_server.removeprefix("http://").split(":")
+        body = b"{\"code\": \"import time\\ntime.sleep(1.9)\\nopen('/tmp/finished', 'w')\"}"
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST /sessions/" + sid.encode() + b"/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+            time.sleep(0.5)
+        deadline = time.monotonic() + 3
+        while (
+            httpx.get(f"{tight_server}/health", headers=AUTH).json()["running"]
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert time.monotonic() < deadline  # stopped well before the cell's 1.9 s were over
+        after = httpx.post(f"{tight_server}/sessions/{sid}/run", headers=AUTH,
+                           json={"code": "import os\nprint(os.path.exists('/tmp/finished'))"}).json()  # fmt: skip
+        assert (
+            after["output"].startswith("False")
+            and "interrupted" in after["output"]
+            and after["kernel_restarted"]
+        )
+    finally:
+        httpx.delete(f"{tight_server}/sessions/{sid}", headers=AUTH)
+
+
+def test_a_hostile_frame_is_a_result_not_a_server_error(server):
+    from test_runner import HOSTILE_FRAME
+
+    sid = httpx.post(f"{server}/sessions").json()["session_id"]
+    try:
+        reply = httpx.post(f"{server}/sessions/{sid}/run", json={"code": HOSTILE_FRAME}, timeout=30)
+        assert (
+            reply.status_code == 200
+            and reply.json()["status"] == "killed"
+            and reply.json()["kernel_restarted"]
+        )
+        fresh = httpx.post(f"{server}/sessions/{sid}/run", json={"code": "print('fresh')"}).json()
+        assert fresh["output"] == "fresh"
+    finally:
+        httpx.delete(f"{server}/sessions/{sid}")
+    stateless = httpx.post(f"{server}/run_code", json={"code": HOSTILE_FRAME}, timeout=30)
+    assert stateless.status_code == 200 and stateless.json()["cortbench"]["status"] == "killed"
+
+
+@pytest.mark.parametrize("extra, starts", [([], False), (["--insecure"], True), (["--token", "t"], True)])
+def test_a_public_address_needs_a_token(extra, starts):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cortbench.harness.cli", "sandbox", "serve", "--host", "0.0.0.0",
+                             "--port", str(port), "--warm-kernels", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        if not starts:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 1 and "refusing to serve on 0.0.0.0 without a token" in err
+            assert len(err.strip().splitlines()) == 1  # one line, no traceback
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code in (200, 401):
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

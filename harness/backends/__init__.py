@@ -13,11 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import Registry
-from ..rollout import Generator
+from ..rollout import GenerationUnavailable, Generator
 
 
 class BackendError(RuntimeError):
-    """A backend cannot be built or reached (missing model file, unreachable server, ...)."""
+    """A backend cannot be built, or rejected a request (missing model file, HTTP 400, ...)."""
+
+
+class BackendUnavailable(BackendError, GenerationUnavailable):
+    """The backend is down or unreachable: the run stops (and resumes later); see rollout.py."""
 
 
 def _load_builtins() -> None:

@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..fences import stripped_stop
 from ..rollout import Completion
-from . import BackendError, register_backend
+from . import BackendError, BackendUnavailable, register_backend
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -111,9 +111,9 @@ class OpenAIGenerator:
                     if response.status_code in _RETRY_STATUS:
                         raise _Retry(response)
         except _Retry as exc:
-            raise BackendError(f"{url} kept answering HTTP {exc.response.status_code}") from None
+            raise BackendUnavailable(f"{url} kept answering HTTP {exc.response.status_code}") from None
         except httpx.TransportError as exc:
-            raise BackendError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+            raise BackendUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
             raise BackendError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}")
         return response.json()

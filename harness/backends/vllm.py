@@ -13,7 +13,7 @@ from typing import Any
 
 from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..rollout import Completion
-from . import BackendError, register_backend
+from . import BackendError, BackendUnavailable, register_backend
 
 
 def _import_vllm() -> tuple[Any, Any, Any, Any]:
@@ -110,10 +110,15 @@ class VLLMGenerator:
             output_kind=self._final_only,
         )
         final = None
-        async for output in self.engine.generate(
-            {"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex
-        ):
-            final = output
+        try:
+            async for output in self.engine.generate(
+                {"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex
+            ):
+                final = output
+        except Exception as exc:
+            if type(exc).__name__ == "EngineDeadError":  # vllm.v1.engine.exceptions: the engine is gone
+                raise BackendUnavailable(f"the vLLM engine died: {exc}") from None
+            raise
         if final is None or not final.outputs:
             raise BackendError("vLLM returned no output")
         choice = final.outputs[0]

@@ -42,17 +42,31 @@ class SandboxConfig:
         timeout_s: wall-clock limit per cell (protocol: 30 s at evaluation, 5 s in RL).
         kill_grace_s: after the in-cell timeout fires, how long the kernel gets to come back
             before the whole kernel (and everything it started) is killed and restarted.
-        memory_mb: address-space limit of a kernel (RLIMIT_AS).
-        max_processes: processes and threads per kernel (RLIMIT_NPROC; root is exempt from it,
-            so each kernel is also capped by its own PID namespace's pid_max, about 300).
+        memory_mb: address-space limit of a kernel (RLIMIT_AS): allocations beyond it raise
+            MemoryError. The kernel's cgroup caps memory_mb + scratch_mb + shm_mb (tmpfs pages
+            included) and kills the kernel beyond that.
+        max_processes: processes and threads per kernel (the cgroup's pids.max, and RLIMIT_NPROC).
         max_file_mb: largest file a cell may write (RLIMIT_FSIZE).
         max_open_files: RLIMIT_NOFILE.
         scratch_mb: size of the private tmpfs that is the kernel's working directory and /tmp.
+        shm_mb: size of the kernel's private /dev/shm.
         output_head / output_tail: protocol truncation of the text the model sees (400 + 400).
         record_chars: how much stdout/stderr each record keeps (head and tail each).
         echo_last_expression: Jupyter-style echo of a cell's last expression (CoRT: off).
-        isolation: "auto" uses namespaces where the kernel allows them and warns once, loudly,
-            where it does not; "namespaces" fails instead; "none" only applies rlimits.
+        isolation: "auto" puts every layer of the boundary (namespaces, unprivileged host id,
+            minimal root filesystem, cgroups, seccomp, Landlock; docs/sandbox.md) where this
+            machine allows it and warns once, loudly, about each one it does not; "namespaces"
+            refuses to start without namespaces and the root filesystem; "none" applies only the
+            host id, rlimits and the filters.
+        uid_base: when the harness runs as root, kernel slot i runs as host uid/gid uid_base + i
+            (0 inside its user namespace), never as host root. The ids must belong to nobody:
+            start-up refuses ids found in /etc/passwd, /etc/group, /etc/subuid or /etc/subgid.
+            The default sits above the subordinate ranges container tools hand out (100000 on)
+            and below systemd's reserved ids.
+        sandbox_memory_mb: memory all kernels of this sandbox may use together (their parent
+            cgroup); default half of the machine's RAM.
+        cgroup_parent: a cgroup (v2 path under /sys/fs/cgroup) delegated to cortbench, under
+            which the sandbox makes its own; default the harness's own cgroup.
         warm_kernels: pre-started idle kernels, so a new trajectory starts without waiting.
         max_concurrent_cells: cells executing at once across all kernels (CPU-bound work).
         max_kernels: trajectories holding a kernel at once; more wait for one to close, so a
@@ -69,11 +83,15 @@ class SandboxConfig:
     max_file_mb: int = 64
     max_open_files: int = 256
     scratch_mb: int = 256
+    shm_mb: int = 64
     output_head: int = 400
     output_tail: int = 400
     record_chars: int = 16384
     echo_last_expression: bool = False
     isolation: Literal["auto", "namespaces", "none"] = "auto"
+    uid_base: int = 2_000_000_000
+    sandbox_memory_mb: int | None = None
+    cgroup_parent: str | None = None
     warm_kernels: int = 4
     max_concurrent_cells: int = field(default_factory=lambda: os.cpu_count() or 2)
     max_kernels: int = field(default_factory=_default_max_kernels)

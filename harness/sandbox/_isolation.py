@@ -1,162 +1,411 @@
-"""Linux isolation primitives for kernels: namespaces, a read-only filesystem, dropped privileges.
+"""The boundary around every kernel, in layers, prepared once by the zygote and entered per kernel.
 
-Runs inside the sandbox's own processes (the zygote's children), never in the harness. Uses raw
-syscalls through ctypes because the standard library has no unshare/mount (os.unshare is 3.12+).
+    namespaces  user, PID, mount, network, IPC, UTS and cgroup namespaces of its own
+    uid         inside uid/gid 0 is an unused unprivileged host id (uid_base + slot) when the
+                harness is root, the harness's own id otherwise: never host root
+    rootfs      a minimal root filesystem (_rootfs.py), read-only but for /tmp and /dev/shm
+    cgroup      memory (tmpfs included) and pids per kernel, and for all kernels together
+    seccomp     the syscall filter (_seccomp.py)
+    landlock    write, TCP, signal and abstract-socket fences (_landlock.py)
+
+`prepare` runs in the zygote, tries the whole setup in a throwaway kernel, and turns off (with
+the reason) each layer this machine refuses; `cortbench sandbox check` shows the result. A keeper
+calls `enter_keeper` before it forks its kernel, the kernel calls `enter_kernel`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import json
 import os
-import pwd
 import resource
-import signal
+import shutil
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-KERNEL_NAMESPACES = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-
-MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x2000, 0x4000, 0x40000
-SAFE_DEVICES = ("null", "zero", "full", "random", "urandom")
-HOME_CREDENTIALS = (
-    ".ssh",
-    ".aws",
-    ".azure",
-    ".gnupg",
-    ".docker",
-    ".kube",
-    ".config/gcloud",
-    ".cache/huggingface",
-    ".huggingface",
-    ".netrc",
-    ".git-credentials",
-    ".pypirc",
-    ".npmrc",
-    ".config/gh",
+from . import _landlock, _rootfs, _seccomp
+from ._cgroups import CgroupUnavailable, KernelLimits, SandboxCgroups
+from ._syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    drop_capabilities,
+    load_seccomp_program,
+    set_dumpable,
+    set_parent_death_signal,
+    unshare,
 )
-SYSTEM_CREDENTIALS = ("/etc/shadow", "/etc/gshadow", "/etc/ssh")
-AT_FDCWD, AT_RECURSIVE = -100, 0x8000
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
-SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the syscall table unification)
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+LAYERS = ("namespaces", "uid", "rootfs", "cgroup", "seccomp", "landlock")
+OPTIONAL = ("cgroup", "seccomp", "landlock")  # the sandbox runs without them, with a warning
+KERNEL_NAMESPACES = (
+    CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+)
+PID_MAX = 301  # the smallest pid_max Linux accepts; the cgroup's pids.max is the real cap
+KEEPER_MB = 64  # the keeper shares its kernel's cgroup, and the kernel's page tables and kernel memory
+ID_FILES = ("/etc/passwd", "/etc/group")
+SUBORDINATE_FILES = ("/etc/subuid", "/etc/subgid")
 
 
-class IsolationError(OSError):
-    """A namespace, mount or privilege step failed; the kernel must not run untrusted code."""
+class BoundaryError(ValueError):
+    """The configuration cannot give a safe boundary (e.g. kernel host ids that belong to someone)."""
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise IsolationError(err, f"{what}: {os.strerror(err)}")
+class SetupFailed(Exception):
+    """A kernel setup step failed; `layer` names the layer it belongs to."""
+
+    def __init__(self, layer: str, error: BaseException) -> None:
+        super().__init__(f"{layer}: {error}")
+        self.layer = layer
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Die with the parent, so no sandbox process outlives the harness."""
-    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+@dataclass
+class Layer:
+    on: bool
+    detail: str
 
 
-def enter_kernel_namespaces() -> None:
-    """Move into new user, mount, network, IPC and UTS namespaces; children get a new PID namespace.
+@dataclass
+class Boundary:
+    """What every kernel of one sandbox gets; built by `prepare` in the zygote."""
 
-    The user namespace maps only our own uid/gid (as 0 inside), which any user may do, so this
-    works unprivileged too. Capabilities gained here are dropped again by `drop_privileges`.
-    """
-    uid, gid = os.getuid(), os.getgid()
-    _check(_libc.unshare(KERNEL_NAMESPACES), "unshare")
+    config: dict[str, Any]
+    root: bool = False  # kernels get their own host ids (uid_base + slot)
+    layers: dict[str, Layer] = field(default_factory=dict)
+    rootfs: _rootfs.RootFs | None = None
+    cgroups: SandboxCgroups | None = None
+    seccomp_program: bytes | None = None
+    landlock_abi: int = 0
+
+    def on(self, layer: str) -> bool:
+        return self.layers.get(layer, Layer(False, "")).on
+
+    @property
+    def isolated(self) -> bool:
+        return self.on("namespaces") and self.on("rootfs")
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {name: {"on": layer.on, "detail": layer.detail} for name, layer in self.layers.items()}
+
+    # ------------------------------------------------------------------ in the zygote
+
+    @classmethod
+    def prepare(cls, config: dict[str, Any]) -> Boundary:
+        """Decide the layers, try them in a throwaway kernel, then build the zygote's own root."""
+        boundary = cls(config)
+        boundary.layers = {name: Layer(True, "") for name in LAYERS}
+        boundary.root = _can_take_host_ids(int(config["uid_base"]), boundary.slot_count)
+        if boundary.root:
+            _check_host_ids(int(config["uid_base"]), boundary.slot_count)
+            boundary.layers[
+                "uid"
+            ].detail = f"0 inside is host uid {config['uid_base']} + kernel slot, not root"
+        else:
+            boundary.layers["uid"].detail = f"0 inside is the harness's own uid {os.getuid()}"
+        if config["isolation"] == "none":
+            boundary._off("namespaces", "disabled by configuration (isolation='none')")
+            boundary._off("rootfs", "needs namespaces")
+        boundary._prepare_cgroups()
+        try:
+            boundary.seccomp_program = _seccomp.compile_filter()
+            boundary.layers[
+                "seccomp"
+            ].detail = f"{len(boundary.seccomp_program) // 8} BPF instructions by libseccomp"
+        except OSError as exc:
+            boundary._off("seccomp", str(exc))
+        boundary.landlock_abi = _landlock.abi_version()
+        if boundary.landlock_abi:
+            boundary.layers["landlock"].detail = f"ABI {boundary.landlock_abi}"
+        else:
+            boundary._off("landlock", "not offered by this kernel (Linux >= 5.13 with landlock in lsm=)")
+        for _ in LAYERS:  # each round either passes or turns one layer off
+            failed = boundary._probe()
+            if failed is None:
+                break
+            boundary._turn_off_after(failed)
+        if boundary.isolated:
+            boundary.rootfs = boundary._enter_zygote_root()
+            boundary.layers["namespaces"].detail = "user, PID, mount, network, IPC, UTS, cgroup"
+            etc = [path for path in boundary.rootfs.bound if path.startswith("/etc/")]
+            others = ", ".join(path for path in boundary.rootfs.bound if path not in etc)
+            boundary.layers[
+                "rootfs"
+            ].detail = f"pivot_root into a tmpfs with {others} and {len(etc)} entries of /etc"
+        return boundary
+
+    @property
+    def slot_count(self) -> int:
+        """Kernel slots (so host ids) a sandbox may use: all live kernels plus those being reaped."""
+        return 2 * (int(self.config["max_kernels"]) + int(self.config["warm_kernels"])) + 64
+
+    def _off(self, layer: str, why: str) -> None:
+        self.layers[layer] = Layer(False, why)
+
+    def _turn_off_after(self, failed: SetupFailed) -> None:
+        layer = failed.layer
+        if layer in ("namespaces", "rootfs"):
+            self._off("namespaces", str(failed).split(": ", 1)[1])
+            self._off("rootfs", "needs namespaces")
+        elif layer == "uid" and self.config["isolation"] == "none":
+            self._off(
+                "uid", f"kernels run as the harness's uid {os.getuid()}: {str(failed).split(': ', 1)[1]}"
+            )
+        elif layer == "uid":
+            raise BoundaryError(
+                f"a kernel cannot run as its own unprivileged id ({str(failed).split(': ', 1)[1]}); cortbench "
+                "never runs model code as host root: make the Python installation readable by other "
+                "users (chmod -R o+rX PREFIX)"
+            )
+        else:
+            self._off(layer, str(failed).split(": ", 1)[1])
+            if layer == "cgroup" and self.cgroups is not None:
+                self.cgroups.close()
+                self.cgroups = None
+
+    def _prepare_cgroups(self) -> None:
+        total = self.config.get("sandbox_memory_mb") or _default_sandbox_memory_mb()
+        try:
+            self.cgroups = SandboxCgroups.create(
+                total_memory_bytes=int(total) << 20, parent=self.config.get("cgroup_parent")
+            )
+        except (CgroupUnavailable, OSError) as exc:
+            self._off("cgroup", f"{exc}; falling back to rlimits")
+            return
+        self.layers["cgroup"].detail = (
+            f"{self.cgroups.description}; per kernel {self.kernel_limits.memory_bytes >> 20} MiB "
+            f"(heap, /tmp and /dev/shm) and {self.kernel_limits.pids} tasks, all kernels {total} MiB"
+        )
+
+    @property
+    def kernel_limits(self) -> KernelLimits:
+        c = self.config
+        memory = int(c["memory_mb"]) + int(c["scratch_mb"]) + int(c["shm_mb"]) + KEEPER_MB
+        return KernelLimits(memory_bytes=memory << 20, pids=int(c["max_processes"]) + 1)
+
+    def _enter_zygote_root(self) -> _rootfs.RootFs:
+        if self.root:
+            unshare(CLONE_NEWNS)
+        else:
+            _enter_own_user_namespace(CLONE_NEWNS)
+        return _rootfs.build(_rootfs.python_paths())
+
+    def _probe(self) -> SetupFailed | None:
+        """The whole setup in a throwaway copy of the zygote, which enters its root and starts one
+        keeper and kernel with every layer that is still on; the first step that failed, if any."""
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(reader)
+            try:
+                self._probe_chain(writer)
+            finally:
+                os._exit(0)
+        os.close(writer)
+        os.waitpid(pid, 0)
+        with os.fdopen(reader, "rb") as fh:
+            lines = fh.read().splitlines()
+        report = json.loads(lines[0]) if lines else {"layer": "namespaces", "error": "the probe kernel died"}
+        return None if report.get("ok") else SetupFailed(report["layer"], RuntimeError(report["error"]))
+
+    def _probe_chain(self, writer: int) -> None:
+        def tell(report: dict[str, Any]) -> None:
+            os.write(writer, json.dumps(report).encode()[:4000] + b"\n")
+
+        def failure(exc: BaseException) -> dict[str, Any]:
+            if isinstance(exc, SetupFailed):
+                return {"layer": exc.layer, "error": str(exc).split(": ", 1)[1]}
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            return {"layer": "namespaces", "error": f"{exc} (in {where.name}, line {where.lineno})"}
+
+        try:
+            if self.isolated:
+                self.rootfs = _step("namespaces", self._enter_zygote_root)
+            scratch = self.new_scratch()
+            keeper = os.fork()
+            if keeper == 0:
+                try:
+                    self.enter_keeper(0, scratch)
+                    if os.fork() == 0:
+                        try:
+                            self.enter_kernel(scratch)
+                            _check_python_readable()
+                            tell({"ok": True})
+                        except BaseException as exc:  # noqa: BLE001
+                            tell(failure(exc))
+                        os._exit(0)
+                    os.wait()
+                except BaseException as exc:  # noqa: BLE001
+                    tell(failure(exc))
+                os._exit(0)
+            os.waitpid(keeper, 0)
+            self.release(0, scratch)
+        except BaseException as exc:  # noqa: BLE001
+            tell(failure(exc))
+
+    def new_scratch(self) -> str | None:
+        """The host folder a kernel without its own mount namespace works in (None: its /tmp)."""
+        if self.isolated:
+            return None
+        return tempfile.mkdtemp(prefix="cortbench-kernel-")
+
+    def release(self, slot: int, scratch: str | None) -> bool:
+        """After a kernel's keeper is reaped: was it killed for memory? Then free its cgroup and scratch."""
+        oom = False
+        if self.cgroups is not None:
+            oom = self.cgroups.oom_killed(slot)
+            self.cgroups.remove(slot)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return oom
+
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+            self.cgroups = None
+
+    # ------------------------------------------------------------------ in a keeper, then a kernel
+
+    def enter_keeper(self, slot: int, scratch: str | None = None) -> None:
+        """Join the kernel's cgroup, become its host id, enter its new namespaces (then fork)."""
+        set_parent_death_signal()
+        parent = os.getppid()
+        if self.cgroups is not None:
+            _step("cgroup", self.cgroups.join, slot, self.kernel_limits)
+            for fd in self.cgroups.fds():
+                os.close(fd)
+        if self.root and self.on("uid"):
+            host_id = int(self.config["uid_base"]) + slot
+            if scratch:
+                os.chown(scratch, host_id, host_id)
+            _step("uid", _become, host_id)
+            if os.getppid() != parent:  # the zygote died while the death signal was cleared
+                os._exit(1)
+        if self.isolated:
+            _step("namespaces", _enter_own_user_namespace, KERNEL_NAMESPACES)
+
+    def enter_kernel(self, scratch: str | None) -> str:
+        """Seal the kernel (PID 1 of its namespaces) and limit it; returns its working folder.
+        Order matters: mounts need the namespace's capabilities, the filters come last."""
+        set_parent_death_signal()
+        os.setsid()
+        c = self.config
+        if self.isolated:
+            _step("rootfs", _rootfs.mount_kernel_private, self.rootfs, scratch_mb=int(c["scratch_mb"]),
+                  shm_mb=int(c["shm_mb"]), pid_max=PID_MAX)  # fmt: skip
+        workdir = scratch or "/tmp"
+        os.chdir(workdir)
+        drop_capabilities()
+        apply_rlimits(memory_mb=int(c["memory_mb"]), max_processes=int(c["max_processes"]),
+                      max_file_mb=int(c["max_file_mb"]), max_open_files=int(c["max_open_files"]))  # fmt: skip
+        if self.on("landlock"):
+            readable = None if self.isolated else _rootfs.fallback_readable()
+            writable = ["/tmp", "/dev/shm"] if self.isolated else [workdir]
+            _step("landlock", _landlock.restrict, self.landlock_abi, readable=readable, writable=writable)
+        if self.seccomp_program is not None and self.on("seccomp"):
+            _step("seccomp", load_seccomp_program, self.seccomp_program)
+        return workdir
+
+
+def _step(layer: str, function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SetupFailed(layer, exc) from None
+
+
+def _become(host_id: int) -> None:
+    """Root gives up root for good: all ids set to `host_id`, no groups, dumpable again (so the
+    keeper may write its own /proc/self/uid_map), the death signal set again (a uid change clears it)."""
+    os.setgroups([])
+    os.setresgid(host_id, host_id, host_id)
+    os.setresuid(host_id, host_id, host_id)
+    set_dumpable()
+    set_parent_death_signal()
+
+
+def _enter_own_user_namespace(other_namespaces: int) -> None:
+    """A new user namespace (and `other_namespaces`, owned by it) where our own uid and gid are 0,
+    which needs no privilege."""
+    uid, gid = os.geteuid(), os.getegid()  # inside, before the map, they read as the overflow id
+    unshare(CLONE_NEWUSER | other_namespaces)
     for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
         with open(f"/proc/self/{name}", "w") as fh:
             fh.write(text)
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+def _check_python_readable() -> None:
+    """A kernel must import what was not preloaded: its uid must read the standard library."""
+    try:
+        with open(os.__file__, "rb") as fh:
+            fh.read(1)
+        os.listdir(os.path.dirname(os.__file__))
+    except OSError as exc:
+        raise SetupFailed(
+            "uid", OSError(exc.errno, f"the kernel cannot read {os.path.dirname(os.__file__)}")
+        ) from None
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    _check(
-        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-        f"mount {target}",
-    )
+def _mapped(path: str) -> list[tuple[int, int, int]]:
+    return [tuple(int(f) for f in line.split()) for line in _lines(path) if len(line.split()) == 3]
 
 
-def _mask_credentials() -> None:
-    """Hide well-known credential files: the kernel's uid 0 is the host's owner of root's files."""
-    home = pwd.getpwuid(os.getuid()).pw_dir
-    for path in [*(os.path.join(home, p) for p in HOME_CREDENTIALS), *SYSTEM_CREDENTIALS]:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=000")
-        elif os.path.isfile(path) and not os.path.islink(path):
-            _mount("/dev/null", path, None, MS_BIND)
+def _can_take_host_ids(base: int, count: int) -> bool:
+    """Whether we are root with the kernels' ids at hand: then each kernel runs as its own host id.
+
+    Otherwise kernels keep our own id, which must then not be host root: uid 0 in a user
+    namespace that maps it to uid 0 outside (`unshare --map-root-user` as root) is host root for
+    every file it touches, which is exactly what this boundary exists to prevent."""
+    if os.geteuid() != 0:
+        return False
+    uid_map, gid_map = _mapped("/proc/self/uid_map"), _mapped("/proc/self/gid_map")
+    covered = all(any(inside <= base and base + count <= inside + size for inside, _, size in ranges)
+                  for ranges in (uid_map, gid_map))  # fmt: skip
+    if not covered and any(inside == 0 and outside == 0 for inside, outside, _ in uid_map):
+        raise BoundaryError(
+            f"cortbench runs as uid 0 of a user namespace that maps it to uid 0 outside, where the "
+            f"kernels' ids ({base} and up, SandboxConfig.uid_base) are not mapped: kernels would run "
+            "as host root. Map those ids into the namespace or run cortbench as an unprivileged user"
+        )
+    return covered
 
 
-def seal_filesystem(scratch: str, scratch_mb: int) -> None:
-    """Make every mount read-only, mount a private tmpfs on the kernel's scratch directory, hide
-    credentials, and replace /dev by a minimal one (null, zero, full, random, urandom): a
-    read-only mount does not stop writes to device nodes, and uid 0 here owns the host's disks.
-
-    The host's /tmp stays visible (read-only): Python installations and checkouts may live there.
-    Must run as PID 1 of the new PID namespace (so the new /proc shows only the kernel's processes).
-    """
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mask_credentials()
-    attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
-    _check(
-        _libc.syscall(
-            SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
-        ),
-        "mount_setattr(/, read-only, recursive)",
-    )
-    _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_mb}m,mode=1777")
-    staging = os.path.join(scratch, ".dev")
-    os.mkdir(staging)
-    for name in SAFE_DEVICES:
-        open(f"{staging}/{name}", "w").close()
-        _mount(f"/dev/{name}", f"{staging}/{name}", None, MS_BIND)
-    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "size=1m,mode=755")
-    for name in SAFE_DEVICES:
-        open(f"/dev/{name}", "w").close()
-        _mount(f"{staging}/{name}", f"/dev/{name}", None, MS_MOVE)
-        os.unlink(f"{staging}/{name}")
-    os.rmdir(staging)
-    for link, target in (
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ):
-        os.symlink(target, f"/dev/{link}")
-    os.mkdir("/dev/shm")
-    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
-    # Per-namespace knobs (Linux >= 6.14 for pid_max): cap the processes of this kernel, and
-    # forbid nested user namespaces, the usual first step of privilege games.
-    for path, value in (("/proc/sys/kernel/pid_max", "301"), ("/proc/sys/user/max_user_namespaces", "0")):
-        try:
-            with open(path, "w") as fh:
-                fh.write(value)
-        except OSError:
-            pass
+def _check_host_ids(base: int, count: int) -> None:
+    """The kernels' host ids must belong to nobody: no account, group or subordinate range."""
+    if base < 1000 or base + count >= 2**32 - 1:
+        raise BoundaryError(f"uid_base {base} is out of range (1000 .. {2**32 - 2 - count})")
+    taken = range(base, base + count)
+    for path in ID_FILES:
+        for line in _lines(path):
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) in taken:
+                raise BoundaryError(f"uid_base {base}: id {fields[2]} belongs to {fields[0]!r} in {path}")
+    for path in SUBORDINATE_FILES:
+        for line in _lines(path):
+            fields = line.split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                start, size = int(fields[1]), int(fields[2])
+                if start < base + count and base < start + size:
+                    raise BoundaryError(f"uid_base {base}: ids overlap the range of {fields[0]!r} in {path}")
 
 
-def drop_privileges() -> None:
-    """Drop every capability (bounding set too) and forbid regaining any through exec."""
-    for cap in range(64):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            break  # past the last capability this kernel knows
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)()
-    _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().splitlines()
+    except OSError:
+        return []
+
+
+def _default_sandbox_memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2 >> 20
+    except (ValueError, OSError):
+        return 8192
 
 
 def apply_rlimits(*, memory_mb: int, max_processes: int, max_file_mb: int, max_open_files: int) -> None:

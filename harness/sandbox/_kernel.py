@@ -124,6 +124,17 @@ class _FdCapture:
         os.lseek(self.fd, 0, os.SEEK_SET)
 
 
+NAME_CHARS = 200  # an exception or thread name in a reply
+MAX_THREADS_REPORTED = 16
+
+
+def _keep_ends(text: str, keep: int) -> str:
+    """The first and last `keep` characters of a long text (a traceback of a huge message)."""
+    if len(text) <= 2 * keep:
+        return text
+    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters omitted ...]\n{text[-keep:]}"
+
+
 def _on_alarm(signum, frame):
     raise CellTimeout()
 
@@ -235,9 +246,10 @@ class Kernel:
         while True:
             try:
                 request = _wire.recv(self.sock)
-            except (EOFError, OSError, _wire.WireError):
+            except (EOFError, OSError, ValueError):
                 return
-            _wire.send(self.sock, self.run_cell(str(request.get("code", "")), request))
+            reply = self.run_cell(str(request.get("code", "")), request)
+            _wire.send(self.sock, {**reply, "seq": request.get("seq")})
 
     def _limit_cpu(self, timeout: float) -> None:
         used = resource.getrusage(resource.RUSAGE_SELF)
@@ -273,9 +285,9 @@ class Kernel:
                 status, error_name = "timeout", "TimeoutError"
             except BaseException as exc:  # noqa: BLE001 - the cell's own exceptions, SystemExit included
                 status = "memory" if isinstance(exc, MemoryError) else "error"
-                error_name = type(exc).__name__
+                error_name = type(exc).__name__[:NAME_CHARS]
                 try:
-                    tb = compact_traceback(exc)
+                    tb = _keep_ends(compact_traceback(exc), self.keep)
                 except BaseException:  # noqa: BLE001 - a hostile __str__ must not kill the kernel
                     tb = f"{error_name}: <unprintable exception>"
         except CellTimeout:  # the alarm fired between the cell's end and the timer reset
@@ -299,7 +311,7 @@ class Kernel:
         alive = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         for thread in alive:
             thread.join(0.05)
-        alive = [t.name for t in alive if t.is_alive()]
+        alive = [str(t.name)[:NAME_CHARS] for t in alive if t.is_alive()][:MAX_THREADS_REPORTED]
         return {
             "status": status,
             "stdout": out.to_wire(),

@@ -20,7 +20,14 @@ from ._config import SandboxConfig
 from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
 
 log = logging.getLogger("cortbench.sandbox")
-_warned_unisolated = False
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr, flush=True)
+
 
 _SIGNAL_TEXT = {
     signal.SIGSEGV: "the Python kernel crashed with a segmentation fault (SIGSEGV)",
@@ -54,13 +61,42 @@ def _sandbox_env() -> dict[str, str]:
     }
 
 
-def _captured(wire: Any) -> tuple[str, str, int]:
+NAME_CHARS = 200  # an error or thread name, as the kernel caps it
+MAX_THREADS = 16
+MAX_COUNT = 1 << 53
+
+
+def frame_limit(config: SandboxConfig) -> int:
+    """The largest reply an honest kernel sends: four captured ends and a traceback's two, of
+    `keep` characters each (JSON may escape a character to 6 bytes), and the small fields."""
+    keep = _keep(config)
+    return 6 * (6 * keep + NAME_CHARS * (MAX_THREADS + 2) + 400) + 4096
+
+
+def _keep(config: SandboxConfig) -> int:
+    return max(config.record_chars, config.output_head, config.output_tail)
+
+
+def _text(value: Any, cap: int, what: str) -> str:
+    """Untrusted text from a kernel: a str of at most `cap` characters, lone surrogates replaced."""
+    if not isinstance(value, str):
+        raise _wire.WireError(f"{what} is not text")
+    if len(value) > cap:
+        raise _wire.WireError(f"{what} of {len(value)} characters exceeds {cap}")
+    return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+        raise _wire.WireError(f"{what} is not a count")
+    return value
+
+
+def _captured(wire: Any, keep: int, what: str) -> tuple[str, str, int]:
     if not isinstance(wire, dict):
-        raise _wire.WireError("capture is not an object")
-    head, tail, total = wire.get("head"), wire.get("tail"), wire.get("total")
-    if not (isinstance(head, str) and isinstance(tail, str) and isinstance(total, int)):
-        raise _wire.WireError("malformed capture")
-    return head, tail, total
+        raise _wire.WireError(f"{what} capture is not an object")
+    head, tail = _text(wire.get("head"), keep, f"{what} head"), _text(wire.get("tail"), keep, f"{what} tail")
+    return head, tail, _count(wire.get("total"), f"{what} total")
 
 
 def _record_text(head: str, tail: str, total: int) -> str:
@@ -76,19 +112,38 @@ def _model_text(head: str, tail: str, total: int, config: SandboxConfig) -> tupl
     return head.lstrip()[: config.output_head] + "..." + end, True
 
 
-def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: float) -> ExecResult:
-    """Turn a kernel's (untrusted) reply into an ExecResult; WireError if it is malformed."""
+def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: float, seq: int) -> ExecResult:
+    """Turn a kernel's (untrusted) reply into an ExecResult; WireError if it is anything but a
+    well-formed answer to request `seq` within every field's cap."""
+    try:
+        return _result_from_reply(reply, config, duration, seq)
+    except _wire.WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a forged reply trips, it is the kernel's fault
+        raise _wire.WireError(f"malformed reply ({type(exc).__name__})") from None
+
+
+def _result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: float, seq: int) -> ExecResult:
+    if reply.get("seq") != seq or isinstance(reply.get("seq"), bool):
+        raise _wire.WireError(f"reply to request {reply.get('seq')!r}, expected {seq}")
     status = reply.get("status")
     if status not in ("ok", "error", "timeout", "memory"):
-        raise _wire.WireError(f"unknown status {status!r}")
-    out, err = _captured(reply.get("stdout")), _captured(reply.get("stderr"))
+        raise _wire.WireError("unknown status")
+    keep = _keep(config)
+    out, err = _captured(reply.get("stdout"), keep, "stdout"), _captured(reply.get("stderr"), keep, "stderr")
     tb = reply.get("traceback")
+    tb = None if tb is None else _text(tb, 2 * keep + 100, "traceback")
     error_name = reply.get("error_name")
-    procs, threads = reply.get("procs_killed", 0), reply.get("threads_alive", [])
-    if not (isinstance(tb, str | None) and isinstance(error_name, str | None) and isinstance(procs, int)):
-        raise _wire.WireError("malformed reply")
-    if not isinstance(threads, list):
-        raise _wire.WireError("malformed reply")
+    error_name = None if error_name is None else _text(error_name, NAME_CHARS, "error name")
+    procs = _count(reply.get("procs_killed", 0), "procs_killed")
+    threads = reply.get("threads_alive", [])
+    if not isinstance(threads, list) or len(threads) > MAX_THREADS:
+        raise _wire.WireError("malformed threads_alive")
+    threads = [_text(name, NAME_CHARS, "thread name") for name in threads]
+    cpu = reply.get("cpu")
+    cpu = float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu >= 0 else None
+    maxrss = reply.get("maxrss_kb")
+    peak_mb = round(_count(maxrss, "maxrss_kb") / 1024, 1) if maxrss is not None else None
 
     truncated = False
     if status == "ok":
@@ -110,10 +165,8 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
         error_name=error_name,
         error=tb,
         duration_s=duration,
-        cpu_s=reply["cpu"] if isinstance(reply.get("cpu"), float) else None,
-        peak_memory_mb=round(reply.get("maxrss_kb", 0) / 1024, 1)
-        if isinstance(reply.get("maxrss_kb"), int)
-        else None,
+        cpu_s=cpu,
+        peak_memory_mb=peak_mb,
         stdout_chars=out[2],
         truncated=truncated,
         notes=notes,
@@ -128,10 +181,25 @@ def result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: fl
     return result
 
 
-def death_result(exit_code: int | None, duration: float, by_timeout: bool) -> ExecResult:
-    """A cell whose kernel died or had to be killed."""
+def death_result(
+    exit_code: int | None,
+    duration: float,
+    *,
+    by_timeout: bool = False,
+    oom_limit_mb: int | None = None,
+    broken: str | None = None,
+) -> ExecResult:
+    """A cell whose kernel died or had to be killed: timed out, killed at its cgroup's memory
+    limit (`oom_limit_mb`), broke the wire protocol (`broken`), or died of `exit_code`."""
     if by_timeout:
         status, name, why = ExecStatus.TIMEOUT, "TimeoutError", TIMEOUT_TEXT
+    elif oom_limit_mb is not None:
+        status, name = ExecStatus.MEMORY, "MemoryError"
+        why = (f"KernelDied: the Python kernel was killed for exceeding its memory limit of {oom_limit_mb} MiB "
+               "(its memory and its files in /tmp and /dev/shm together).")  # fmt: skip
+    elif broken is not None:
+        status, name = ExecStatus.KILLED, "KernelDied"
+        why = "KernelDied: the Python kernel sent the harness a malformed reply and was replaced."
     elif exit_code is not None and exit_code > 128:
         sig = exit_code - 128
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
@@ -146,19 +214,25 @@ def death_result(exit_code: int | None, duration: float, by_timeout: bool) -> Ex
             "KernelDied",
             "KernelDied: the Python kernel stopped responding.",
         )
-    return mark_restarted(
-        ExecResult(status=status, output=why, error_name=name, error=why, duration_s=duration)
-    )
+    result = ExecResult(status=status, output=why, error_name=name, error=why, duration_s=duration)
+    if broken is not None:
+        result.notes.append(f"wire: {broken}")
+    return mark_restarted(result)
 
 
 class _KernelProcess:
     """The harness's handle on one kernel process (PID 1 of its namespace when isolated)."""
 
-    def __init__(self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, kid: int, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 frame_limit: int) -> None:  # fmt: skip
         self.kid, self.pid = kid, pid
         self.reader, self.writer = reader, writer
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.frame_limit = frame_limit
+        self.exited: asyncio.Future[tuple[int, bool]] = (
+            asyncio.get_running_loop().create_future()
+        )  # (code, oom)
         self.killed = False
+        self.seq = 0
 
     def kill(self) -> None:
         """Kill the kernel and everything it started (its PID namespace, or its session)."""
@@ -173,16 +247,19 @@ class _KernelProcess:
                 pass
         self.writer.close()
 
-    async def exit_code(self, wait: float) -> int | None:
+    async def exit_status(self, wait: float) -> tuple[int | None, bool]:
+        """The kernel's exit code (None if it has not exited within `wait` s) and whether the OOM
+        killer ended it."""
         try:
             return await asyncio.wait_for(asyncio.shield(self.exited), wait)
         except TimeoutError:
-            return None
+            return None, False
 
-    async def execute(self, request: dict[str, Any], deadline: float) -> dict[str, Any]:
-        self.writer.write(_wire.encode(request))
+    async def execute(self, request: dict[str, Any], deadline: float) -> tuple[int, dict[str, Any]]:
+        self.seq += 1
+        self.writer.write(_wire.encode({**request, "seq": self.seq}))
         await self.writer.drain()
-        return await asyncio.wait_for(_wire.read_frame(self.reader), deadline)
+        return self.seq, await asyncio.wait_for(_wire.read_frame(self.reader, self.frame_limit), deadline)
 
 
 class LocalKernelSession:
@@ -192,38 +269,65 @@ class LocalKernelSession:
         self._sandbox = sandbox
         self._proc: _KernelProcess | None = None
         self._holds_kernel_slot = False  # kept across restarts, given back at close
+        self._state_lost = False  # a cell was cancelled mid-run: the next result says so
         self.restarts = 0
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Take a kernel slot and a kernel now (run() does it otherwise). Outside the CPU
+        semaphore, so a cell slot never idles while a kernel starts or waits for a slot;
+        TimeoutError if no slot frees up within `timeout` seconds (None: wait)."""
+        if self._proc is not None:
+            return
+        if not self._holds_kernel_slot:
+            await asyncio.wait_for(self._sandbox._kernel_slots.acquire(), timeout)
+            self._holds_kernel_slot = True
+        self._proc = await self._sandbox._acquire()
 
     async def run(self, code: str, *, timeout: float | None = None, echo: bool | None = None) -> ExecResult:
         config = self._sandbox.config
         timeout = timeout or config.timeout_s
-        if self._proc is None:  # outside the CPU semaphore: a slot must not idle while a kernel starts
-            if not self._holds_kernel_slot:
-                await self._sandbox._kernel_slots.acquire()
-                self._holds_kernel_slot = True
-            self._proc = await self._sandbox._acquire()
+        await self.start()
         proc = self._proc
-        async with self._sandbox._cells:
-            request = {
-                "code": code,
-                "timeout": timeout,
-                "echo": config.echo_last_expression if echo is None else echo,
-            }
-            start = time.perf_counter()
-            try:
-                reply = await proc.execute(request, timeout + config.kill_grace_s)
-                result = result_from_reply(reply, config, time.perf_counter() - start)
-            except TimeoutError:
-                proc.kill()
-                result = death_result(None, time.perf_counter() - start, by_timeout=True)
-            except (EOFError, OSError, _wire.WireError):
-                code_ = await proc.exit_code(1.0)
-                proc.kill()
-                result = death_result(code_, time.perf_counter() - start, by_timeout=False)
+        request = {
+            "code": code,
+            "timeout": timeout,
+            "echo": config.echo_last_expression if echo is None else echo,
+        }
+        self._sandbox.cells_waiting += 1
+        try:
+            await self._sandbox._cells.acquire()
+        finally:
+            self._sandbox.cells_waiting -= 1
+        self._sandbox.cells_running += 1
+        start = time.perf_counter()
+        try:
+            seq, reply = await proc.execute(request, timeout + config.kill_grace_s)
+            result = result_from_reply(reply, config, time.perf_counter() - start, seq)
+        except TimeoutError:
+            proc.kill()
+            result = death_result(None, time.perf_counter() - start, by_timeout=True)
+        except _wire.WireError as exc:  # alive but lying, or worse: never trust it again
+            proc.kill()
+            result = death_result(None, time.perf_counter() - start, broken=str(exc)[:200])
+        except (EOFError, OSError):
+            exit_code, oom = await proc.exit_status(1.0)
+            proc.kill()
+            limit = self._sandbox.kernel_memory_limit_mb if oom else None
+            result = death_result(exit_code, time.perf_counter() - start, oom_limit_mb=limit)
+        except BaseException:  # cancelled (client gone, Ctrl-C): the kernel's state is unknown
+            proc.kill()
+            self._proc, self._state_lost = None, True
+            raise
+        finally:
+            self._sandbox.cells_running -= 1
+            self._sandbox._cells.release()
         if result.kernel_restarted:
             proc.kill()
             self._proc = None
             self.restarts += 1
+        if self._state_lost:  # this cell ran in a fresh kernel, which keeps its state
+            self._state_lost = False
+            mark_restarted(result, "[The previous code block was interrupted before it finished.]")
         return result
 
     async def close(self) -> None:
@@ -247,8 +351,12 @@ class LocalSandbox(SandboxBase):
         self.config = SandboxConfig(**{**asdict(config or SandboxConfig()), **overrides})
         self.isolated = False
         self.isolation_problem: str | None = None
+        self.layers: dict[str, dict[str, Any]] = {}  # layer -> {"on", "detail"} (docs/sandbox.md)
+        self.kernel_memory_limit_mb = 0
         self.preloaded: list[str] = []
         self._cells = asyncio.Semaphore(self.config.max_concurrent_cells)
+        self.cells_running = 0  # for /health and progress: cells executing now,
+        self.cells_waiting = 0  # and cells waiting for one of the max_concurrent_cells slots
         self._kernel_slots = asyncio.Semaphore(self.config.max_kernels)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
@@ -287,28 +395,32 @@ class LocalSandbox(SandboxBase):
         except (TimeoutError, SandboxError) as exc:
             await self.close()
             raise SandboxError(f"the sandbox's zygote process did not start: {exc}") from None
-        self.isolated, self.isolation_problem, self.preloaded = (
-            ready["isolated"],
-            ready["reason"],
-            ready["preloaded"],
-        )
-        if not self.isolated:
-            self._report_unisolated()
+        if not ready["ready"]:
+            await self.close()
+            raise SandboxError(f"the sandbox cannot start: {ready['error']}")
+        self.isolated, self.isolation_problem = ready["isolated"], ready["reason"]
+        self.layers, self.preloaded = ready["layers"], ready["preloaded"]
+        self.kernel_memory_limit_mb = ready["kernel_memory_mb"]  # its cgroup's, when there is one
+        self._report_layers()
         self._refill()
 
-    def _report_unisolated(self) -> None:
-        global _warned_unisolated
-        why = self.isolation_problem or "disabled by configuration (isolation='none')"
-        if self.config.isolation == "namespaces":
-            raise SandboxError(f"kernel isolation is unavailable here: {why}")
-        if self.config.isolation == "auto" and not _warned_unisolated:
-            _warned_unisolated = True
-            message = (
-                f"cortbench: WARNING: sandbox namespaces are unavailable ({why}). Cells run with resource "
-                "limits, a scrubbed environment and their own session only: NO network, filesystem or "
-                "PID isolation. Do not run untrusted models this way."
-            )
-            print(message, file=sys.stderr, flush=True)  # not logging: it must not be filtered away
+    def _report_layers(self) -> None:
+        """Once per process and problem, loudly (not through logging: it must not be filtered away)."""
+        if not self.isolated:
+            why = self.isolation_problem or "disabled by configuration (isolation='none')"
+            if self.config.isolation == "namespaces":
+                raise SandboxError(f"kernel isolation is unavailable here: {why}")
+            if self.config.isolation == "auto":
+                _warn_once(
+                    f"cortbench: WARNING: sandbox namespaces are unavailable ({why}). Cells run with an "
+                    "unprivileged host id, resource limits, a scrubbed environment and their own session "
+                    "only: NO network, PID or mount isolation. Do not run untrusted models this way."
+                )
+        off = [f"{name} ({layer['detail']})" for name, layer in self.layers.items()
+               if name in ("cgroup", "seccomp", "landlock") and not layer["on"]]  # fmt: skip
+        if off and self.config.isolation != "none":
+            _warn_once(f"cortbench: WARNING: sandbox layers off: {'; '.join(off)}. `cortbench sandbox check` "
+                       "shows every layer.")  # fmt: skip
 
     def _on_control(self) -> None:
         try:
@@ -331,10 +443,14 @@ class LocalSandbox(SandboxBase):
             else:
                 for fd in fds:
                     os.close(fd)
+        elif "spawn_failed" in message:
+            future = self._pending.pop(message["spawn_failed"], None)
+            if future is not None and not future.done():
+                future.set_exception(SandboxError(f"a kernel could not be started: {message['error']}"))
         elif "exited" in message:
             proc = self._kernels.pop(message["exited"], None)
             if proc is not None and not proc.exited.done():
-                proc.exited.set_result(message["code"])
+                proc.exited.set_result((message["code"], bool(message.get("oom"))))
 
     def _zygote_died(self) -> None:
         self._dead = self._dead or "the zygote process exited"
@@ -353,23 +469,22 @@ class LocalSandbox(SandboxBase):
         self._pending[kid] = future
         await asyncio.get_running_loop().sock_sendall(self._ctl, json.dumps({"spawn": kid}).encode())
         _, fd = await future
-        reader, writer = await asyncio.open_unix_connection(
-            sock=socket.socket(fileno=fd), limit=_wire.MAX_FRAME
-        )
+        limit = frame_limit(self.config)
+        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd), limit=limit)
         try:  # the keeper announces the kernel's pid, then the kernel greets once it is sealed
-            pid = int((await asyncio.wait_for(_wire.read_frame(reader), 60))["pid"])
-        except (EOFError, TimeoutError, _wire.WireError, KeyError, ValueError) as exc:
+            pid = _count((await asyncio.wait_for(_wire.read_frame(reader, limit), 60)).get("pid"), "pid")
+        except (EOFError, TimeoutError, _wire.WireError) as exc:
             writer.close()
             raise SandboxError(f"a kernel failed to start: {exc}") from None
-        proc = _KernelProcess(kid, pid, reader, writer)
+        proc = _KernelProcess(kid, pid, reader, writer, limit)
         self._kernels[kid] = proc
         try:
-            hello = await asyncio.wait_for(_wire.read_frame(reader), 60)
+            hello = await asyncio.wait_for(_wire.read_frame(reader, limit), 60)
         except (EOFError, TimeoutError, _wire.WireError) as exc:
-            code = await proc.exit_code(1.0)
+            code, _ = await proc.exit_status(1.0)
             proc.kill()
             raise SandboxError(f"a kernel failed to start (exit code {code}): {exc}") from None
-        if not hello.get("ready"):
+        if hello.get("ready") is not True:
             proc.kill()
             raise SandboxError("a kernel failed to start: bad greeting")
         return proc

@@ -1,19 +1,28 @@
 """Length-prefixed JSON frames between the harness and its kernels.
 
-JSON, never pickle: a kernel runs hostile code and may write anything to its end of the socket,
-so the harness only ever parses size-capped, schema-checked JSON from it.
+JSON, never pickle: a kernel runs hostile code and may write anything to its end of the socket.
+The harness reads a kernel's frames with `read_frame`, which turns everything that is not a small,
+shallow JSON object of finite numbers and valid text into a WireError before or while parsing:
+an oversized frame, deep nesting (checked before the parser sees it), a huge integer, NaN or
+Infinity, bytes that are not UTF-8, lone surrogates. What the object then says is checked field
+by field by its reader (_local.result_from_reply).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 from typing import Any
 
 HEADER = struct.Struct("!I")
-MAX_FRAME = 8 * 1024 * 1024  # a kernel reply is bounded by SandboxConfig.record_chars; this is generous
+MAX_FRAME = 8 * 1024 * 1024  # what a kernel may send at most; callers pass a tighter limit
+MAX_DEPTH = 8  # a reply is an object of objects and lists: depth 3
+MAX_NUMBER_CHARS = 32  # digits of an int or float literal
+# Strings as one token each (possessive: linear on hostile input), and brackets.
+_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
 
 
 class WireError(Exception):
@@ -21,15 +30,45 @@ class WireError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    """A frame of UTF-8 JSON; a lone surrogate (a cell may print one) travels as a \\u escape."""
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
     return HEADER.pack(len(body)) + body
+
+
+def _number(text: str):
+    if len(text) > MAX_NUMBER_CHARS:
+        raise WireError(f"number literal of {len(text)} characters")
+    value = float(text) if any(c in text for c in ".eE") else int(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise WireError("non-finite number")
+    return value
+
+
+def _constant(name: str):
+    raise WireError(f"{name} is not JSON")
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise WireError(f"frame nested deeper than {MAX_DEPTH}")
+        elif token in "]}":
+            depth -= 1
 
 
 def _decode(body: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(body.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError(f"undecodable frame: {exc}") from None
+        text = body.decode("utf-8")  # strict: an honest kernel sends lone surrogates as \\u escapes
+        _check_depth(text)
+        message = json.loads(text, parse_int=_number, parse_float=_number, parse_constant=_constant)
+    except WireError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"undecodable frame: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise WireError("frame is not a JSON object")
     return message
@@ -51,18 +90,20 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def recv(sock: socket.socket) -> dict[str, Any]:
+    """Read one frame from the harness (in a kernel: the harness is trusted)."""
     (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
     if size > MAX_FRAME:
         raise WireError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-    return _decode(_recv_exactly(sock, size))
+    return json.loads(_recv_exactly(sock, size).decode("utf-8"))
 
 
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """Read one frame; EOFError when the kernel is gone, WireError when it sent garbage."""
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """Read one frame of at most `limit` bytes; EOFError when the kernel is gone, WireError when
+    it sent anything else than a well-formed frame."""
     try:
         (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-        if size > MAX_FRAME:
-            raise WireError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+        if size > limit:
+            raise WireError(f"frame of {size} bytes exceeds {limit}")
         return _decode(await reader.readexactly(size))
     except asyncio.IncompleteReadError:
         raise EOFError("kernel closed the connection") from None

@@ -1,54 +1,37 @@
 """The zygote: a pre-loaded parent that forks one isolated kernel per trajectory.
 
-Started by the harness with a scrubbed environment. It imports the common modules once, then
-serves spawn requests on a SEQPACKET control socket. For each kernel it forks an intermediate
-process that enters fresh namespaces and forks the kernel itself as PID 1 of a new PID namespace,
-so killing the kernel kills everything the kernel started. Each process dies with its parent.
+Started by the harness with a scrubbed environment. It imports the common modules once, prepares
+the boundary (_isolation.py: probes every layer, then moves into the kernels' minimal root
+filesystem), then serves spawn requests on a SEQPACKET control socket. For each kernel it forks an
+intermediate process that joins the kernel's cgroup, becomes its unprivileged host id, enters
+fresh namespaces and forks the kernel itself as PID 1 of a new PID namespace, so killing the
+kernel kills everything the kernel started. Each process dies with its parent.
 
-    harness --ctl--> zygote --fork--> keeper (new user/mount/net/ipc/uts ns) --fork--> kernel (PID 1)
+    harness --ctl--> zygote --fork--> keeper (cgroup, host id, new namespaces) --fork--> kernel (PID 1)
 """
 
 from __future__ import annotations
 
 import gc
+import heapq
 import importlib
 import json
 import os
 import random
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import traceback
+from dataclasses import dataclass
 
-from . import _isolation, _wire
+from . import _wire
+from ._isolation import Boundary, BoundaryError
 from ._kernel import Kernel
+from ._syscalls import set_parent_death_signal
 from ._warmup import warm_up
 
 EXIT_SETUP_FAILED = 70
-
-
-def _setup_kernel(config: dict, isolated: bool, scratch: str) -> None:
-    """In the kernel process: seal it off, then limit it. Order matters: mounts need privileges."""
-    _isolation.set_parent_death_signal()
-    os.setsid()
-    if isolated:
-        _isolation.seal_filesystem(scratch, int(config["scratch_mb"]))
-        _isolation.drop_privileges()
-    os.chdir(scratch)
-    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
-    _reseed_random_generators()
-    _isolation.apply_rlimits(
-        memory_mb=int(config["memory_mb"]),
-        max_processes=int(config["max_processes"]),
-        max_file_mb=int(config["max_file_mb"]),
-        max_open_files=int(config["max_open_files"]),
-    )
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # input() fails at once instead of hanging
-    os.close(devnull)
 
 
 def _reseed_random_generators() -> None:
@@ -60,21 +43,30 @@ def _reseed_random_generators() -> None:
         sys.modules["sympy.core.random"].rng.seed()
 
 
-def _keeper(config: dict, isolated: bool, scratch: str, kernel_sock: socket.socket) -> None:
-    """The intermediate process: enter namespaces, fork the kernel, announce its pid, wait for it.
+def _start_kernel(boundary: Boundary, config: dict, scratch: str | None, sock: socket.socket) -> Kernel:
+    """In the kernel process: seal it off and limit it (Boundary.enter_kernel), then get ready."""
+    workdir = boundary.enter_kernel(scratch)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    _reseed_random_generators()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # input() fails at once instead of hanging
+    os.close(devnull)
+    return Kernel(sock, config)
 
-    The zygote does not wait for any of this, so kernels are set up in parallel.
-    """
-    _isolation.set_parent_death_signal()
-    if isolated:
-        _isolation.enter_kernel_namespaces()
+
+def _keeper(
+    boundary: Boundary, config: dict, slot: int, scratch: str | None, kernel_sock: socket.socket
+) -> None:
+    """The intermediate process: enter the kernel's cgroup, host id and namespaces, fork the
+    kernel, announce its pid, wait for it. The zygote waits for none of this, so kernels are set
+    up in parallel."""
+    boundary.enter_keeper(slot, scratch)
     go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(go_w)
-            _setup_kernel(config, isolated, scratch)
-            kernel = Kernel(kernel_sock, config)
+            kernel = _start_kernel(boundary, config, scratch, kernel_sock)
             os.read(go_r, 1)  # greet only after the keeper has sent our pid on the same socket
             os.close(go_r)
         except BaseException:  # noqa: BLE001 - report and leave; the harness sees EOF
@@ -102,43 +94,6 @@ def _kill_kernel(pid: int) -> None:
     os._exit(128 + signal.SIGTERM)
 
 
-def probe_isolation(config: dict) -> str | None:
-    """Try the full kernel setup once in a throwaway process; None if it works, else why not."""
-    scratch = tempfile.mkdtemp(prefix="cortbench-probe-")
-    try:
-        return _probe(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _probe(scratch: str) -> str | None:
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        try:
-            _isolation.enter_kernel_namespaces()
-            inner = os.fork()
-            if inner == 0:
-                try:
-                    _isolation.seal_filesystem(scratch, 16)
-                    _isolation.drop_privileges()
-                    os._exit(0)
-                except BaseException as exc:  # noqa: BLE001
-                    os.write(writer, str(exc).encode()[:500])
-                    os._exit(1)
-            _, status = os.waitpid(inner, 0)
-            os._exit(0 if status == 0 else 1)
-        except BaseException as exc:  # noqa: BLE001
-            os.write(writer, str(exc).encode()[:500])
-            os._exit(1)
-    os.close(writer)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(reader, "rb") as fh:
-        reason = fh.read().decode(errors="replace")
-    return None if status == 0 else (reason or f"namespace setup exited with status {status}")
-
-
 def _close_fds_except(*keep: int) -> None:
     """A kernel must hold no descriptor of the zygote (control socket, wake-up pipe, ...)."""
     for entry in os.listdir("/proc/self/fd"):
@@ -150,17 +105,29 @@ def _close_fds_except(*keep: int) -> None:
                 pass
 
 
+@dataclass
+class _Keeper:
+    kernel_id: int
+    slot: int
+    scratch: str | None
+
+
 class Zygote:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
-        self.keepers: dict[
-            int, tuple[int, int, str | None]
-        ] = {}  # keeper pid -> (kernel id, kernel pid, scratch)
+        self.keepers: dict[int, _Keeper] = {}  # by keeper pid
         self.config: dict = {}
-        self.isolated = False
+        self.boundary: Boundary | None = None
+        self.free_slots: list[int] = []  # a heap: the lowest free slot (host id) is reused first
+        self.next_slot = 0
 
-    def start(self) -> None:
+    def start(self) -> bool:
         self.config = json.loads(self.ctl.recv(1 << 16))
+        try:  # first, while this process is small and its probe forks cheap; imports work after it
+            self.boundary = Boundary.prepare(self.config)
+        except BoundaryError as exc:
+            self._send({"ready": False, "error": str(exc)})
+            return False
         preloaded = []
         for name in self.config["preload"]:
             try:
@@ -172,11 +139,11 @@ class Zygote:
             warm_up(preloaded)
         gc.collect()
         gc.freeze()  # kernels never scan (and so never copy-on-write) the preloaded heap
-        reason = None
-        if self.config["isolation"] != "none":
-            reason = probe_isolation(self.config)
-            self.isolated = reason is None
-        self._send({"ready": True, "isolated": self.isolated, "reason": reason, "preloaded": preloaded})
+        layers = self.boundary.report()
+        reason = None if self.boundary.isolated else layers["namespaces"]["detail"]
+        self._send({"ready": True, "isolated": self.boundary.isolated, "reason": reason, "layers": layers,
+                    "preloaded": preloaded, "kernel_memory_mb": self.boundary.kernel_limits.memory_bytes >> 20})  # fmt: skip
+        return True
 
     def _send(self, message: dict, fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
@@ -185,22 +152,42 @@ class Zygote:
         else:
             self.ctl.send(data)
 
+    def _take_slot(self) -> int:
+        if self.free_slots:
+            return heapq.heappop(self.free_slots)
+        self.next_slot += 1
+        return self.next_slot - 1
+
     def spawn(self, kernel_id: int) -> None:
+        if len(self.keepers) >= self.boundary.slot_count:
+            self._send(
+                {"spawn_failed": kernel_id, "error": f"{len(self.keepers)} kernels are alive (the most)"}
+            )
+            return
+        slot = self._take_slot()
         parent_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        scratch = tempfile.mkdtemp(prefix="cortbench-kernel-")  # a private tmpfs covers it when isolated
+        scratch = self.boundary.new_scratch()
         keeper = os.fork()
         if keeper == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _close_fds_except(kernel_end.fileno())
-                _keeper(self.config, self.isolated, scratch, kernel_end)
+                keep = [kernel_end.fileno(), *(self.boundary.cgroups.fds() if self.boundary.cgroups else [])]
+                _close_fds_except(*keep)
+                _keeper(self.boundary, self.config, slot, scratch, kernel_end)
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
             finally:
                 os._exit(EXIT_SETUP_FAILED)
         kernel_end.close()
-        self.keepers[keeper] = (kernel_id, scratch)
+        self.keepers[keeper] = _Keeper(kernel_id, slot, scratch)
         self._send({"spawned": kernel_id, "keeper": keeper}, [parent_end.fileno()])
         parent_end.close()
+
+    def _release(self, keeper: _Keeper) -> bool:
+        oom = self.boundary.release(keeper.slot, keeper.scratch)
+        heapq.heappush(self.free_slots, keeper.slot)
+        return oom
 
     def reap(self) -> None:
         while True:
@@ -210,28 +197,28 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            kernel_id, scratch = self.keepers.pop(pid, (None, None))
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-            if kernel_id is not None:
+            keeper = self.keepers.pop(pid, None)
+            if keeper is not None:
+                oom = self._release(keeper)
                 code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-                self._send({"exited": kernel_id, "code": code})
+                self._send({"exited": keeper.kernel_id, "code": code, "oom": oom})
 
     def shutdown(self) -> None:
-        """The harness is gone or done: kill every kernel with everything it started, delete scratch."""
-        for keeper in self.keepers:
+        """The harness is gone or done: kill every kernel with everything it started, free all."""
+        for pid in self.keepers:
             try:
-                os.kill(keeper, signal.SIGTERM)  # the keeper kills its kernel's whole group
+                os.kill(pid, signal.SIGTERM)  # the keeper kills its kernel's whole group
             except OSError:
                 pass
-        for keeper, (_, scratch) in list(self.keepers.items()):
+        for pid, keeper in list(self.keepers.items()):
             try:
-                os.waitpid(keeper, 0)
+                os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
+            self._release(keeper)
         self.keepers.clear()
+        if self.boundary is not None:
+            self.boundary.close()
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -258,14 +245,14 @@ class Zygote:
 
 
 def main() -> None:
-    _isolation.set_parent_death_signal()
+    set_parent_death_signal()
     if os.getppid() != int(os.environ.get("CORTBENCH_HARNESS_PID", os.getppid())):
         sys.exit(1)  # the harness died before we set the signal
     ctl = socket.socket(fileno=int(sys.argv[1]))
     zygote = Zygote(ctl)
     try:
-        zygote.start()
-        zygote.serve()
+        if zygote.start():
+            zygote.serve()
     except (ConnectionError, EOFError):
         zygote.shutdown()  # the harness went away
 

@@ -23,6 +23,7 @@ gone, exactly as when a local kernel dies. The cell ran once (404 means it did n
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from typing import Any
@@ -33,6 +34,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from ._base import SandboxBase, SandboxError, register_sandbox
 from ._config import SandboxConfig
 from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
+
+TOKEN_ENV = "CORTBENCH_SANDBOX_TOKEN"  # the server's bearer token (server.py reads the same variable)
+NOT_RUN_HEADER = "X-Cortbench-Not-Run"  # a 5xx/429 carrying it says the cell did not run
 
 log = logging.getLogger("cortbench.sandbox.client")
 _warned_unisolated: set[str] = set()
@@ -66,8 +70,9 @@ class _HttpClient:
     """An httpx.AsyncClient with the retry policy above; shared by both sandboxes."""
 
     def __init__(self, url: str, max_connections: int, request_timeout: float | None, retries: int,
-                 backoff_s: float) -> None:  # fmt: skip
+                 backoff_s: float, token: str | None = None) -> None:  # fmt: skip
         self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.retries = max(1, retries)
@@ -80,7 +85,7 @@ class _HttpClient:
             # server is closing: that race would fail a cell run, which is not retried
             limits = httpx.Limits(max_connections=self.max_connections,
                                   max_keepalive_connections=self.max_connections, keepalive_expiry=4.0)  # fmt: skip
-            self._client = httpx.AsyncClient(limits=limits, timeout=self.timeout(30.0))
+            self._client = httpx.AsyncClient(limits=limits, timeout=self.timeout(30.0), headers=self.headers)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -105,6 +110,8 @@ class _HttpClient:
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, _NOT_SENT):
                 return True
+            if isinstance(exc, _RetryStatus) and exc.response.headers.get(NOT_RUN_HEADER):
+                return True  # the server says the cell did not run (no kernel was free)
             return idempotent and isinstance(exc, _RetryStatus | httpx.TransportError)
 
         retrying = AsyncRetrying(
@@ -116,7 +123,9 @@ class _HttpClient:
                 with attempt:
                     response = await self._client.request(method, self.url + path, json=json,
                                                           timeout=self.timeout(read_timeout))  # fmt: skip
-                    if idempotent and response.status_code in _RETRY_STATUSES:
+                    if response.status_code in _RETRY_STATUSES and (
+                        idempotent or response.headers.get(NOT_RUN_HEADER)
+                    ):
                         raise _RetryStatus(response)
         except _RetryStatus as exc:
             return exc.response
@@ -192,18 +201,20 @@ class RemoteSandbox(SandboxBase):
             control calls, no read limit for cells (the server bounds each cell's time and
             may queue it behind others).
         retries: attempts for retryable calls; backoff_s: first backoff (doubles each time).
+        token: the server's bearer token (default: $CORTBENCH_SANDBOX_TOKEN).
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8080", config: SandboxConfig | None = None,
                  max_connections: int = 64, request_timeout: float | None = None, retries: int = 5,
-                 backoff_s: float = 0.25) -> None:  # fmt: skip
+                 backoff_s: float = 0.25, token: str | None = None) -> None:  # fmt: skip
         self.url = url.rstrip("/")
         self.config = config
         self.isolated = False
         self.preloaded: list[str] = []
         self.server_version: str | None = None
         self.server_timeout_s: float = 30.0
-        self._http = _HttpClient(self.url, max_connections, request_timeout, retries, backoff_s)
+        token = token or os.environ.get(TOKEN_ENV) or None
+        self._http = _HttpClient(self.url, max_connections, request_timeout, retries, backoff_s, token)
         self._open: set[str] = set()
 
     async def start(self) -> None:

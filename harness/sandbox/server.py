@@ -13,10 +13,15 @@ Endpoints:
   creating another answers 429; an unknown or expired id answers 404.
 * `GET /health` -> {"status", "isolated", "sessions", "running", "queued", "preloaded", "version", ...}.
 
-Cells wait on a semaphore (`max_concurrency`, default SandboxConfig.max_concurrent_cells), so
-excess requests queue instead of oversubscribing the CPUs. Request bodies are capped (413).
-
-The server has no authentication: bind it to loopback or a private network only.
+A request takes its kernel first and only then waits for one of `max_concurrency` cell slots
+(default SandboxConfig.max_concurrent_cells), so excess cells queue instead of oversubscribing
+the CPUs and sessions that hold kernels idle cannot wedge the queue; a request that finds no free
+kernel within `kernel_wait_s` answers 503 (nothing ran; Retry-After). Limits that a client cannot
+lift: request bodies (413), cell timeouts (`max_timeout_s`, default the protocol's 30 s), files
+sent and fetched per request, sessions per client (429), non-finite numbers (422). A cell whose
+client disconnects is stopped. With a token (`--token` or CORTBENCH_SANDBOX_TOKEN) every request
+needs `Authorization: Bearer <token>` (401); without one the server binds loopback only, unless
+told `insecure`.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import time
@@ -36,17 +44,21 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._base import KernelSession, SandboxError
 from ._config import SandboxConfig
 from ._local import LocalSandbox
 from ._records import ExecResult, ExecStatus
+from .client import NOT_RUN_HEADER, TOKEN_ENV
 
 log = logging.getLogger("cortbench.sandbox.server")
 
 PYTHON_LANGUAGES = ("python", "python3")
+PROTOCOL_TIMEOUT_S = 30.0  # CoRT's evaluation timeout per cell
 
 
 def _version() -> str:
@@ -62,6 +74,8 @@ def _version() -> str:
 class RunCodeRequest(BaseModel):
     """SandboxFusion's RunCodeRequest. Only Python runs; `compile_timeout`, `memory_limit_MB`
     (the server's SandboxConfig.memory_mb applies) and `args` (pytest args) are accepted and ignored."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     code: str
     language: str = "python"
@@ -118,6 +132,8 @@ class SessionCreated(BaseModel):
 
 
 class SessionRunRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     code: str
     timeout: float | None = Field(None, gt=0, description="seconds; default: the server's timeout_s")
     echo: bool | None = Field(None, description="echo the last expression; default: the server's setting")
@@ -132,6 +148,7 @@ class Health(BaseModel):
     status: Literal["ok", "down"]
     isolated: bool
     isolation_problem: str | None = None
+    layers: dict[str, dict[str, Any]] = Field(default_factory=dict, description="layer -> {on, detail}")
     sessions: int
     max_sessions: int
     running: int
@@ -139,6 +156,7 @@ class Health(BaseModel):
     max_concurrency: int
     session_ttl_s: float
     timeout_s: float
+    max_timeout_s: float
     preloaded: list[str]
     version: str
 
@@ -219,6 +237,7 @@ del _cb_base64, _cb_os
 @dataclass
 class _Session:
     sid: str
+    client: str
     context: AbstractAsyncContextManager[KernelSession]
     kernel: KernelSession
     last_used: float = field(default_factory=time.monotonic)
@@ -226,34 +245,32 @@ class _Session:
     busy: int = 0  # requests waiting on or holding `lock`: never expired while busy
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """What no client can lift (see create_app for each)."""
+
+    max_sessions: int = 1024
+    max_sessions_per_client: int = 256
+    session_ttl_s: float = 600.0
+    max_code_bytes: int = 1 << 20
+    max_body_bytes: int = 16 << 20
+    max_timeout_s: float | None = None  # default: the protocol's 30 s, or the server's timeout_s if longer
+    kernel_wait_s: float = 30.0
+    max_files: int = 64
+    max_fetch_files: int = 16
+    max_fetch_bytes: int = 16 << 20
+
+
 class _State:
     """Everything the app holds between requests (one per app, created in the lifespan)."""
 
-    def __init__(self, sandbox: LocalSandbox, max_sessions: int, ttl: float, concurrency: int) -> None:
-        self.sandbox, self.max_sessions, self.ttl, self.concurrency = sandbox, max_sessions, ttl, concurrency
+    def __init__(self, sandbox: LocalSandbox, limits: ServerLimits) -> None:
+        self.sandbox, self.limits = sandbox, limits
         self.sessions: dict[str, _Session] = {}
-        self.cells = asyncio.Semaphore(concurrency)
-        self.running = 0
-        self.queued = 0
         self.reaper: asyncio.Task | None = None
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """A place among the `max_concurrency` cells that may run at once (queue otherwise)."""
-        self.queued += 1
-        try:
-            await self.cells.acquire()
-        finally:
-            self.queued -= 1
-        self.running += 1
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self.cells.release()
-
     def expired(self, session: _Session, now: float) -> bool:
-        return not session.busy and now - session.last_used > self.ttl
+        return not session.busy and now - session.last_used > self.limits.session_ttl_s
 
     async def close_session(self, sid: str) -> bool:
         session = self.sessions.pop(sid, None)
@@ -274,12 +291,12 @@ class _State:
         return session
 
     async def reap(self) -> None:
-        interval = max(0.05, min(self.ttl / 2, 10.0))
+        interval = max(0.05, min(self.limits.session_ttl_s / 2, 10.0))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for sid in [s.sid for s in self.sessions.values() if self.expired(s, now)]:
-                log.info("session %s expired after %.0f s idle", sid, self.ttl)
+                log.info("session %s expired after %.0f s idle", sid, self.limits.session_ttl_s)
                 await self.close_session(sid)
 
     async def close(self) -> None:
@@ -291,6 +308,44 @@ class _State:
 
 def _state(request: Request) -> _State:
     return request.app.state.cortbench
+
+
+def _client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _take_kernel(kernel: KernelSession, limits: ServerLimits) -> None:
+    """The kernel before a cell slot (so idle sessions cannot wedge the queue), with a deadline."""
+    try:
+        await kernel.start(timeout=limits.kernel_wait_s)
+    except TimeoutError:
+        raise HTTPException(
+            503,
+            f"no kernel became free within {limits.kernel_wait_s:g} s (all are held by sessions); retry later",
+            headers={"Retry-After": "1", NOT_RUN_HEADER: "1"},
+        ) from None
+
+
+async def _unless_disconnected(request: Request, work):
+    """Run `work` (a coroutine) but stop it if the client goes away: a cell nobody waits for is
+    killed rather than left to burn its whole timeout."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait([task, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("client %s went away: its cell was stopped", _client_of(request))
+            raise HTTPException(499, "client closed the request")
+    return task.result()
 
 
 class _BodyLimit:
@@ -348,33 +403,32 @@ class _BodyLimit:
 def create_app(
     config: SandboxConfig,
     *,
-    max_sessions: int = 1024,
-    session_ttl_s: float = 600.0,
+    limits: ServerLimits = ServerLimits(),
     max_concurrency: int | None = None,
-    max_code_bytes: int = 1 << 20,
-    max_body_bytes: int = 16 << 20,
-    max_timeout_s: float = 3600.0,
+    token: str | None = None,
 ) -> FastAPI:
     """The sandbox server as an ASGI app; the LocalSandbox starts and stops with it (lifespan).
 
     Args:
         config: how cells run (the server's settings apply to every client).
-        max_sessions: live sessions at most; creating another answers 429.
-        session_ttl_s: a session idle this long is closed (its next run answers 404).
+        limits: max_sessions live at most (429 beyond), max_sessions_per_client per client
+            address (429), session_ttl_s idle before a session closes (then 404),
+            max_code_bytes per cell and max_body_bytes per request (413), max_timeout_s per
+            cell (default 30 s, or config.timeout_s if longer), kernel_wait_s for a free kernel (then 503),
+            max_files sent and max_fetch_files / max_fetch_bytes fetched per /run_code.
         max_concurrency: cells executing at once (default config.max_concurrent_cells); excess queue.
-        max_code_bytes: largest cell (UTF-8 bytes) accepted; larger answers 413.
-        max_body_bytes: largest request body (including /run_code `files`); larger answers 413.
-        max_timeout_s: largest per-cell timeout a client may ask for.
+        token: if set, every request must carry `Authorization: Bearer <token>`.
     """
     concurrency = max_concurrency or config.max_concurrent_cells
-    if max_sessions < 1 or session_ttl_s <= 0 or concurrency < 1:
+    max_timeout = limits.max_timeout_s or max(PROTOCOL_TIMEOUT_S, config.timeout_s)
+    if limits.max_sessions < 1 or limits.session_ttl_s <= 0 or concurrency < 1:
         raise ValueError("max_sessions, session_ttl_s and max_concurrency must be positive")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sandbox = LocalSandbox(config, max_concurrent_cells=concurrency)
         await sandbox.start()
-        state = _State(sandbox, max_sessions, session_ttl_s, concurrency)
+        state = _State(sandbox, limits)
         state.reaper = asyncio.create_task(state.reap())
         app.state.cortbench = state
         try:
@@ -383,13 +437,29 @@ def create_app(
             await state.close()
             await sandbox.close()
 
-    app = FastAPI(title="cortbench sandbox", version=_version(), lifespan=lifespan)
-    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    async def authorize(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(
+        title="cortbench sandbox", version=_version(), lifespan=lifespan, dependencies=[Depends(authorize)]
+    )
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 without echoing the input: a NaN in it would make FastAPI's own answer a 500."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]  # fmt: skip
+        return JSONResponse({"detail": errors}, status_code=422)
 
     def check_code(code: str) -> None:
         size = len(code.encode("utf-8", "surrogatepass"))
-        if size > max_code_bytes:
-            raise HTTPException(413, f"code too large ({size} bytes; limit {max_code_bytes})")
+        if size > limits.max_code_bytes:
+            raise HTTPException(413, f"code too large ({size} bytes; limit {limits.max_code_bytes})")
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -397,9 +467,10 @@ def create_app(
         sandbox = state.sandbox
         return Health(
             status="down" if sandbox.problem else "ok", isolated=sandbox.isolated, isolation_problem=sandbox.isolation_problem,
-            sessions=len(state.sessions), max_sessions=state.max_sessions, running=state.running,
-            queued=state.queued, max_concurrency=state.concurrency, session_ttl_s=state.ttl,
-            timeout_s=config.timeout_s, preloaded=list(sandbox.preloaded), version=_version(),
+            layers=sandbox.layers, sessions=len(state.sessions), max_sessions=limits.max_sessions,
+            running=sandbox.cells_running, queued=sandbox.cells_waiting, max_concurrency=concurrency,
+            session_ttl_s=limits.session_ttl_s, timeout_s=config.timeout_s, max_timeout_s=max_timeout,
+            preloaded=list(sandbox.preloaded), version=_version(),
         )  # fmt: skip
 
     @app.post("/run_code", response_model=RunCodeResponse)
@@ -411,51 +482,61 @@ def create_app(
                 f"unsupported language {body.language!r}: this cortbench sandbox only runs Python "
                 f"(language 'python' or 'python3')"
             )
-        if body.run_timeout > max_timeout_s:
-            return _sandbox_error_response(
-                f"run_timeout {body.run_timeout} exceeds this server's limit of {max_timeout_s} s"
+        if body.run_timeout > max_timeout:  # clamped, not refused: SandboxFusion clients pick their own
+            body.run_timeout = max_timeout
+        if len(body.files) > limits.max_files or len(body.fetch_files) > limits.max_fetch_files:
+            raise HTTPException(
+                413, f"at most {limits.max_files} files and {limits.max_fetch_files} fetch_files per request"
             )
         try:
-            async with state.slot():
-                if body.files or body.stdin is not None or body.fetch_files:
-                    return await _run_with_io(state.sandbox, body)
-                result = await state.sandbox.run_code(body.code, timeout=body.run_timeout)
+            async with state.sandbox.session() as kernel:
+                await _take_kernel(kernel, limits)
+                return await _unless_disconnected(
+                    request, _run_with_io(kernel, body, state.sandbox.config, limits)
+                )
         except SandboxError as exc:
             return _sandbox_error_response(f"exception on running code: {exc}")
-        return to_run_code_response(result)
 
     @app.post("/sessions", response_model=SessionCreated)
     async def create_session(request: Request) -> SessionCreated:
         state = _state(request)
-        if len(state.sessions) >= state.max_sessions:
-            raise HTTPException(429, f"too many sessions (limit {state.max_sessions}); close some or retry later",
-                                headers={"Retry-After": "1"})  # fmt: skip
+        client = _client_of(request)
+
+        def check_quota() -> None:
+            if len(state.sessions) >= limits.max_sessions:
+                raise HTTPException(429, f"too many sessions (limit {limits.max_sessions}); close some or retry later",
+                                    headers={"Retry-After": "1"})  # fmt: skip
+            if sum(s.client == client for s in state.sessions.values()) >= limits.max_sessions_per_client:
+                raise HTTPException(429, f"too many sessions for {client} (limit {limits.max_sessions_per_client} per client)",
+                                    headers={"Retry-After": "1"})  # fmt: skip
+
+        check_quota()
         sid = uuid.uuid4().hex
         context = state.sandbox.session()
         kernel = await context.__aenter__()  # the kernel process itself starts with the first cell
-        if len(state.sessions) >= state.max_sessions:  # others got in while we awaited
+        try:
+            check_quota()  # others got in while we awaited
+        except HTTPException:
             await context.__aexit__(None, None, None)
-            raise HTTPException(
-                429, f"too many sessions (limit {state.max_sessions})", headers={"Retry-After": "1"}
-            )
-        state.sessions[sid] = _Session(sid, context, kernel)
+            raise
+        state.sessions[sid] = _Session(sid, client, context, kernel)
         return SessionCreated(session_id=sid)
 
     @app.post("/sessions/{sid}/run", response_model=ExecResultModel)
     async def run_in_session(sid: str, body: SessionRunRequest, request: Request) -> dict[str, Any]:
         state = _state(request)
         check_code(body.code)
-        if body.timeout is not None and body.timeout > max_timeout_s:
-            raise HTTPException(
-                422, f"timeout {body.timeout} exceeds this server's limit of {max_timeout_s} s"
-            )
+        if body.timeout is not None and body.timeout > max_timeout:
+            raise HTTPException(422, f"timeout {body.timeout} exceeds this server's limit of {max_timeout} s")
         session = await state.lookup(sid)
         session.busy += 1
         try:
-            async with session.lock, state.slot():
+            async with session.lock:
                 if state.sessions.get(sid) is not session:  # deleted while this request waited
                     raise HTTPException(404, f"no session {sid!r} (it was deleted)")
-                result = await session.kernel.run(body.code, timeout=body.timeout, echo=body.echo)
+                await _take_kernel(session.kernel, limits)
+                run = session.kernel.run(body.code, timeout=body.timeout, echo=body.echo)
+                result = await _unless_disconnected(request, run)
         except SandboxError as exc:
             raise HTTPException(503, f"sandbox failure: {exc}") from None
         finally:
@@ -473,40 +554,44 @@ def create_app(
     return app
 
 
-async def _run_with_io(sandbox: LocalSandbox, body: RunCodeRequest) -> RunCodeResponse:
-    """A /run_code with `files`, `stdin` or `fetch_files`: a setup cell writes the files and sets
-    sys.stdin, then the code runs, then each fetched file is read back in base64 chunks small enough
-    for the kernel's output capture (SandboxConfig.record_chars)."""
+async def _run_with_io(kernel: KernelSession, body: RunCodeRequest, config: SandboxConfig,
+                       limits: ServerLimits) -> RunCodeResponse:  # fmt: skip
+    """A /run_code in its own kernel: with `files` or `stdin`, a setup cell writes the files and
+    sets sys.stdin first; after the code, each fetched file is read back in base64 chunks small
+    enough for the kernel's output capture (SandboxConfig.record_chars), `max_fetch_bytes` in all."""
     for path, data in body.files.items():
         try:
             base64.b64decode(data or "", validate=True)
         except (binascii.Error, ValueError):
             return _sandbox_error_response(f"files[{path!r}] is not valid base64")
-    config = sandbox.config
-    async with sandbox.session() as kernel:
-        if body.files or body.stdin is not None:
-            setup = await kernel.run(
-                _SETUP_CELL.format(files=body.files, stdin=body.stdin), timeout=max(body.run_timeout, 10)
-            )
-            if not setup.ok:
-                return _sandbox_error_response(f"could not set up files/stdin: {setup.error or setup.output}")
-        result = await kernel.run(body.code, timeout=body.run_timeout)
-        fetched: dict[str, str] = {}
-        missing: list[str] = []
-        for path in body.fetch_files:
-            data = None if result.kernel_restarted else await _fetch_file(kernel, path, config.record_chars)
-            if data is None:
-                missing.append(path)
-            else:
-                fetched[path] = base64.b64encode(data).decode()
-    message = f"could not fetch (missing, unreadable or over 64 MiB): {', '.join(missing)}" if missing else ""
+    if body.files or body.stdin is not None:
+        setup = await kernel.run(
+            _SETUP_CELL.format(files=body.files, stdin=body.stdin), timeout=max(body.run_timeout, 10)
+        )
+        if not setup.ok:
+            return _sandbox_error_response(f"could not set up files/stdin: {setup.error or setup.output}")
+    result = await kernel.run(body.code, timeout=body.run_timeout)
+    fetched: dict[str, str] = {}
+    missing: list[str] = []
+    budget = limits.max_fetch_bytes
+    for path in body.fetch_files:
+        data = (
+            None if result.kernel_restarted else await _fetch_file(kernel, path, config.record_chars, budget)
+        )
+        if data is None:
+            missing.append(path)
+        else:
+            budget -= len(data)
+            fetched[path] = base64.b64encode(data).decode()
+    message = ""
+    if missing:
+        message = f"could not fetch (missing, unreadable or over the {limits.max_fetch_bytes} bytes limit): {', '.join(missing)}"
     return to_run_code_response(result, fetched, message)
 
 
-async def _fetch_file(
-    kernel: KernelSession, path: str, record_chars: int, limit: int = 64 << 20
-) -> bytes | None:
-    """Read a file from the kernel's filesystem in base64 chunks that its output capture keeps whole."""
+async def _fetch_file(kernel: KernelSession, path: str, record_chars: int, limit: int) -> bytes | None:
+    """Read a file from the kernel's filesystem in base64 chunks that its output capture keeps
+    whole; None if it is missing or larger than `limit` bytes."""
     chunk = max(3, record_chars // 4 * 3)
     data = b""
     while len(data) <= limit:
@@ -514,16 +599,39 @@ async def _fetch_file(
         text = got.stdout.strip()
         if not got.ok or text == "!missing":
             return None
-        part = base64.b64decode(text)
+        try:
+            part = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):  # the code may have replaced the file or the printer
+            return None
         data += part
         if len(part) < chunk:
-            return data
+            return data if len(data) <= limit else None
     return None
 
 
-def serve(host: str, port: int, config: SandboxConfig, **app_kwargs: Any) -> None:
-    """Run the sandbox server (blocking). `app_kwargs` go to `create_app`."""
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str, port: int, config: SandboxConfig, *, token: str | None = None, insecure: bool = False,
+          **app_kwargs: Any) -> None:  # fmt: skip
+    """Run the sandbox server (blocking). `app_kwargs` go to `create_app`.
+
+    Raises SandboxError for a non-loopback address without a token (unless `insecure`): anyone who
+    reaches the port could run code on this machine.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(config, **app_kwargs), host=host, port=port, log_level="warning",
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and token is None and not insecure:
+        raise SandboxError(
+            f"refusing to serve on {host} without a token: anyone who reaches it could run code here. "
+            f"Set --token (or {TOKEN_ENV}), bind 127.0.0.1, or pass --insecure on a network you trust"
+        )
+    uvicorn.run(create_app(config, token=token, **app_kwargs), host=host, port=port, log_level="warning",
                 timeout_keep_alive=30)  # fmt: skip
