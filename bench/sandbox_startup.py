@@ -15,7 +15,10 @@ the two trees alternate. Measured, with `warm_kernels=0` so every session pays f
   kill), p50 and p90 of `--kernels` sessions; CPU per kernel = (sandbox processes' CPU with N
   kernels - with none) / N, plus the harness process's own CPU per session;
 * a burst: 64 sessions at once in a fresh sandbox, each running one cell, wall time to the last
-  result (spawns in parallel, the zygote's own serial work, cgroup creation and removal).
+  result (spawns in parallel, the zygote's own serial work, cgroup creation and removal);
+* warm `print(1+1)`: p50 and p99 of `--warm-runs` cells on one warm kernel, and the CPU per cell
+  of the harness and the kernel together (from /proc/PID/schedstat, which a shared machine's
+  noise moves much less than wall time): the wire checks in the harness, the filters in the kernel.
 
 The last line printed is one JSON object.
 """
@@ -44,6 +47,32 @@ BASELINE_REF = "efd89a6"  # main before issue 12 (the boundary)
 
 def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time a process has used, in ns (schedstat: steadier than wall time on a shared machine)."""
+    with open(f"/proc/{pid}/schedstat") as fh:
+        return int(fh.read().split()[0])
+
+
+async def _warm_latency(runs: int) -> dict:
+    """`print(1+1)` on one warm kernel, `runs` times (after 50 unmeasured): wall time per cell,
+    and CPU per cell of the harness process and the kernel process together."""
+    from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
+
+    async with LocalSandbox(SandboxConfig(warm_kernels=1)) as sandbox, sandbox.session() as kernel:
+        for _ in range(50):
+            await kernel.run("print(1+1)")
+        pid = kernel._proc.pid
+        cpu0 = _cpu_ns(os.getpid()) + _cpu_ns(pid)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            result = await kernel.run("print(1+1)")
+            times.append(time.perf_counter() - t)
+            assert result.output == "2"
+        cpu = _cpu_ns(os.getpid()) + _cpu_ns(pid) - cpu0
+    return {"warm_ms": [1000 * t for t in times], "warm_cpu_us": cpu / runs / 1000}
 
 
 async def _worker(kernels: int, burst: int) -> dict:
@@ -120,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", type=int, default=100, help="sequential sessions per repetition")
     parser.add_argument("--burst", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--warm-runs", type=int, default=1000, help="warm print(1+1) runs per repetition")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(asyncio.run(_worker(*args.worker))))
+        kernels, burst = args.worker
+        print(json.dumps(asyncio.run(_warm_latency(burst) if kernels < 0 else _worker(kernels, burst))))
         return 0
     if args.quick:
-        args.kernels, args.burst, args.repeat = 20, 16, 1
+        args.kernels, args.burst, args.repeat, args.warm_runs = 20, 16, 1, 200
 
     with tempfile.TemporaryDirectory(prefix="cortbench-bench-") as tmp:
         trees = {"before": _baseline_tree(args.baseline_ref, Path(tmp)), "after": None}
@@ -138,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                 empty = _run_worker(trees[name], 0, 0)
                 full = _run_worker(trees[name], args.kernels, 0)
                 burst = _run_worker(trees[name], 0, args.burst)
+                warm = _run_worker(trees[name], -1, args.warm_runs)
                 row = samples[name]
+                row.setdefault("warm_ms", []).extend(warm["warm_ms"])
+                row.setdefault("warm_cpu_us", []).append(warm["warm_cpu_us"])
                 row.setdefault("startup_s", []).extend(
                     [empty["startup_s"], full["startup_s"], burst["startup_s"]]
                 )
@@ -164,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             "kernel_cpu_ms": round(statistics.median(row["kernel_cpu_ms"]), 2),
             "harness_cpu_per_kernel_ms": round(statistics.median(row["harness_cpu_ms"]), 2),
             "burst_s": round(statistics.median(row["burst_s"]), 3),
+            "warm_p50_ms": round(_percentile(row["warm_ms"], 0.5), 3),
+            "warm_p99_ms": round(_percentile(row["warm_ms"], 0.99), 3),
+            "warm_cpu_us": round(statistics.median(row["warm_cpu_us"]), 1),
             "layers_on": row["layers"],
         }
     print("| | before | after |")
     print("| --- | --- | --- |")
     for key in ("startup_s", "startup_cpu_s", "kernel_wall_p50_ms", "kernel_wall_p90_ms", "kernel_cpu_ms",
-                "harness_cpu_per_kernel_ms", "burst_s"):  # fmt: skip
+                "harness_cpu_per_kernel_ms", "burst_s", "warm_p50_ms", "warm_p99_ms", "warm_cpu_us"):  # fmt: skip
         print(f"| {key} | {summary['before'][key]} | {summary['after'][key]} |")
     print(json.dumps({
         "bench": "sandbox_startup", "baseline_ref": args.baseline_ref, "kernels": args.kernels,

@@ -142,6 +142,7 @@ class SandboxCgroups:
         self.version = version
         self.dirs: dict[str, int] = {}  # hierarchy -> the sandbox's cgroup folder
         self.parents: dict[str, tuple[int, str]] = {}  # hierarchy -> (its parent folder, where)
+        self._oom_seen: dict[int, int] = {}  # slot -> its cgroup's OOM kills counted so far
         self.name = f"cortbench-{os.getpid()}"
 
     @property
@@ -195,21 +196,21 @@ class SandboxCgroups:
         return list(self.dirs.values())
 
     def join(self, slot: int, limits: KernelLimits) -> None:
-        """In a keeper, before it forks its kernel: a fresh cgroup for `slot`, limited, joined."""
+        """In a keeper, before it forks its kernel: `slot`'s cgroup (made by the slot's first
+        kernel, then reused: it is empty when its kernel is gone), limited, joined."""
         child = f"k{slot}"
         for hierarchy, fd in self.dirs.items():
             try:
                 os.mkdir(child, dir_fd=fd)
-            except FileExistsError:  # left by a kernel whose cgroup could not be removed yet
+            except FileExistsError:
                 pass
             _set_limits(fd, f"{child}/", hierarchy, limits.memory_bytes, limits.pids)
             _write(fd, f"{child}/cgroup.procs", str(os.getpid()))
 
     def oom_killed(self, slot: int) -> bool:
-        """Whether the OOM killer killed a process of `slot`'s kernel at its memory limit."""
-        hierarchy, name = (
-            ("memory", "memory.oom_control") if self.version == 1 else ("unified", "memory.events")
-        )
+        """Whether the OOM killer killed a process in `slot`'s cgroup (at its memory limit) since
+        the last call for that slot; the cgroup's counter only grows, and the slot is reused."""
+        hierarchy, name = ("memory", "memory.oom_control") if self.version == 1 else ("unified", "memory.events")
         try:
             fd = os.open(f"k{slot}/{name}", os.O_RDONLY, dir_fd=self.dirs[hierarchy])
             with os.fdopen(fd) as fh:
@@ -217,11 +218,9 @@ class SandboxCgroups:
         except (OSError, KeyError):
             return False
         match = re.search(r"^oom_kill (\d+)", text, re.M)
-        return bool(match and int(match.group(1)) > 0)
-
-    def remove(self, slot: int) -> None:
-        for fd in self.dirs.values():
-            _rmdir(f"k{slot}", dir_fd=fd)
+        count = int(match.group(1)) if match else 0
+        seen, self._oom_seen[slot] = self._oom_seen.get(slot, 0), count
+        return count > seen
 
     def close(self) -> None:
         """Remove the sandbox's cgroups; every kernel must be gone."""

@@ -21,11 +21,12 @@ import resource
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _landlock, _rootfs, _seccomp
-from ._cgroups import CgroupUnavailable, KernelLimits, SandboxCgroups
+from ._cgroups import KernelLimits, SandboxCgroups
 from ._syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -95,47 +96,31 @@ class Boundary:
     # ------------------------------------------------------------------ in the zygote
 
     @classmethod
-    def prepare(cls, config: dict[str, Any]) -> Boundary:
-        """Decide the layers, try them in a throwaway kernel, then build the zygote's own root."""
-        boundary = cls(config)
-        boundary.layers = {name: Layer(True, "") for name in LAYERS}
-        boundary.root = _can_take_host_ids(int(config["uid_base"]), boundary.slot_count)
-        if boundary.root:
-            _check_host_ids(int(config["uid_base"]), boundary.slot_count)
-            boundary.layers[
-                "uid"
-            ].detail = f"0 inside is host uid {config['uid_base']} + kernel slot, not root"
-        else:
-            boundary.layers["uid"].detail = f"0 inside is the harness's own uid {os.getuid()}"
+    def prepare(cls, config: dict[str, Any], meanwhile: Callable[[], None] = lambda: None) -> Boundary:
+        """Decide the layers, try them in a throwaway kernel until one passes (each failure turns
+        one layer off, or refuses to start), then move into the kernels' root filesystem.
+
+        `meanwhile` (the zygote's imports) runs while the first probe does: the probe is forked
+        while this process is still small, and both cores work.
+        """
+        boundary = cls(config, layers={name: Layer(True, "") for name in LAYERS})
+        boundary._prepare_uid()
         if config["isolation"] == "none":
             boundary._off("namespaces", "disabled by configuration (isolation='none')")
             boundary._off("rootfs", "needs namespaces")
         boundary._prepare_cgroups()
-        try:
-            boundary.seccomp_program = _seccomp.compile_filter()
-            boundary.layers[
-                "seccomp"
-            ].detail = f"{len(boundary.seccomp_program) // 8} BPF instructions by libseccomp"
-        except OSError as exc:
-            boundary._off("seccomp", str(exc))
-        boundary.landlock_abi = _landlock.abi_version()
-        if boundary.landlock_abi:
-            boundary.layers["landlock"].detail = f"ABI {boundary.landlock_abi}"
-        else:
-            boundary._off("landlock", "not offered by this kernel (Linux >= 5.13 with landlock in lsm=)")
-        for _ in LAYERS:  # each round either passes or turns one layer off
-            failed = boundary._probe()
-            if failed is None:
-                break
-            boundary._turn_off_after(failed)
+        boundary._prepare_filters()
+        probe = boundary._start_probe()
+        meanwhile()
+        while (failed := boundary._probe_result(*probe)) is not None:
+            boundary._turn_off(failed)
+            probe = boundary._start_probe()
         if boundary.isolated:
             boundary.rootfs = boundary._enter_zygote_root()
-            boundary.layers["namespaces"].detail = "user, PID, mount, network, IPC, UTS, cgroup"
             etc = [path for path in boundary.rootfs.bound if path.startswith("/etc/")]
             others = ", ".join(path for path in boundary.rootfs.bound if path not in etc)
-            boundary.layers[
-                "rootfs"
-            ].detail = f"pivot_root into a tmpfs with {others} and {len(etc)} entries of /etc"
+            boundary._on("namespaces", "user, PID, mount, network, IPC, UTS, cgroup")
+            boundary._on("rootfs", f"pivot_root into a tmpfs with {others} and {len(etc)} entries of /etc")
         return boundary
 
     @property
@@ -143,26 +128,50 @@ class Boundary:
         """Kernel slots (so host ids) a sandbox may use: all live kernels plus those being reaped."""
         return 2 * (int(self.config["max_kernels"]) + int(self.config["warm_kernels"])) + 64
 
+    def _on(self, layer: str, detail: str) -> None:
+        self.layers[layer] = Layer(True, detail)
+
     def _off(self, layer: str, why: str) -> None:
         self.layers[layer] = Layer(False, why)
 
-    def _turn_off_after(self, failed: SetupFailed) -> None:
-        layer = failed.layer
+    def _prepare_uid(self) -> None:
+        base = int(self.config["uid_base"])
+        self.root = _can_take_host_ids(base, self.slot_count)
+        if self.root:
+            _check_host_ids(base, self.slot_count)
+            self._on("uid", f"0 inside is host uid {base} + kernel slot, not root")
+        else:
+            self._on("uid", f"0 inside is the harness's own uid {os.getuid()}")
+
+    def _prepare_filters(self) -> None:
+        try:
+            self.seccomp_program = _seccomp.compile_filter()
+            self._on("seccomp", f"{len(self.seccomp_program) // 8} BPF instructions by libseccomp")
+        except OSError as exc:
+            self._off("seccomp", str(exc))
+        self.landlock_abi = _landlock.abi_version()
+        if self.landlock_abi:
+            self._on("landlock", f"ABI {self.landlock_abi}")
+        else:
+            self._off("landlock", "not offered by this kernel (Linux >= 5.13 with landlock in lsm=)")
+
+    def _turn_off(self, failed: SetupFailed) -> None:
+        """A probe failed in `failed.layer`: go on without that layer, or refuse to start."""
+        layer, why = failed.layer, str(failed).split(": ", 1)[1]
+        if not self.on(layer):
+            raise BoundaryError(f"a kernel cannot be set up here: {why}")
         if layer in ("namespaces", "rootfs"):
-            self._off("namespaces", str(failed).split(": ", 1)[1])
+            self._off("namespaces", why)
             self._off("rootfs", "needs namespaces")
         elif layer == "uid" and self.config["isolation"] == "none":
-            self._off(
-                "uid", f"kernels run as the harness's uid {os.getuid()}: {str(failed).split(': ', 1)[1]}"
-            )
+            self._off("uid", f"kernels run as the harness's uid {os.getuid()}: {why}")
         elif layer == "uid":
             raise BoundaryError(
-                f"a kernel cannot run as its own unprivileged id ({str(failed).split(': ', 1)[1]}); cortbench "
-                "never runs model code as host root: make the Python installation readable by other "
-                "users (chmod -R o+rX PREFIX)"
+                f"a kernel cannot run as its own unprivileged id ({why}); cortbench never runs model "
+                "code as host root: make the Python installation readable by other users (chmod -R o+rX PREFIX)"
             )
         else:
-            self._off(layer, str(failed).split(": ", 1)[1])
+            self._off(layer, why)
             if layer == "cgroup" and self.cgroups is not None:
                 self.cgroups.close()
                 self.cgroups = None
@@ -173,13 +182,12 @@ class Boundary:
             self.cgroups = SandboxCgroups.create(
                 total_memory_bytes=int(total) << 20, parent=self.config.get("cgroup_parent")
             )
-        except (CgroupUnavailable, OSError) as exc:
+        except OSError as exc:  # CgroupUnavailable among them
             self._off("cgroup", f"{exc}; falling back to rlimits")
             return
-        self.layers["cgroup"].detail = (
-            f"{self.cgroups.description}; per kernel {self.kernel_limits.memory_bytes >> 20} MiB "
-            f"(heap, /tmp and /dev/shm) and {self.kernel_limits.pids} tasks, all kernels {total} MiB"
-        )
+        limits = self.kernel_limits
+        self._on("cgroup", f"{self.cgroups.description}; per kernel {limits.memory_bytes >> 20} MiB (heap, "
+                           f"/tmp and /dev/shm) and {limits.pids} tasks, all kernels {total} MiB")  # fmt: skip
 
     @property
     def kernel_limits(self) -> KernelLimits:
@@ -194,9 +202,9 @@ class Boundary:
             _enter_own_user_namespace(CLONE_NEWNS)
         return _rootfs.build(_rootfs.python_paths())
 
-    def _probe(self) -> SetupFailed | None:
+    def _start_probe(self) -> tuple[int, int]:
         """The whole setup in a throwaway copy of the zygote, which enters its root and starts one
-        keeper and kernel with every layer that is still on; the first step that failed, if any."""
+        keeper and kernel with every layer that is still on. Returns (pid, pipe) for `_probe_result`."""
         reader, writer = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -206,6 +214,10 @@ class Boundary:
             finally:
                 os._exit(0)
         os.close(writer)
+        return pid, reader
+
+    def _probe_result(self, pid: int, reader: int) -> SetupFailed | None:
+        """The first step of a probe that failed, if any."""
         os.waitpid(pid, 0)
         with os.fdopen(reader, "rb") as fh:
             lines = fh.read().splitlines()
@@ -254,11 +266,10 @@ class Boundary:
         return tempfile.mkdtemp(prefix="cortbench-kernel-")
 
     def release(self, slot: int, scratch: str | None) -> bool:
-        """After a kernel's keeper is reaped: was it killed for memory? Then free its cgroup and scratch."""
-        oom = False
-        if self.cgroups is not None:
-            oom = self.cgroups.oom_killed(slot)
-            self.cgroups.remove(slot)
+        """After a kernel's keeper is reaped: was it killed for memory? Free its scratch folder.
+        Its slot's cgroup, empty now, stays for the slot's next kernel (creating and removing a
+        memory cgroup per kernel costs about a millisecond); `close` removes them all."""
+        oom = self.cgroups is not None and self.cgroups.oom_killed(slot)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
         return oom

@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 
 from . import _wire
+from ._records import join_ends
 
 
 class CellTimeout(BaseException):
@@ -124,15 +125,9 @@ class _FdCapture:
         os.lseek(self.fd, 0, os.SEEK_SET)
 
 
-NAME_CHARS = 200  # an exception or thread name in a reply
-MAX_THREADS_REPORTED = 16
-
-
 def _keep_ends(text: str, keep: int) -> str:
     """The first and last `keep` characters of a long text (a traceback of a huge message)."""
-    if len(text) <= 2 * keep:
-        return text
-    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters omitted ...]\n{text[-keep:]}"
+    return text if len(text) <= 2 * keep else join_ends(text[:keep], text[-keep:], len(text))
 
 
 def _on_alarm(signum, frame):
@@ -226,7 +221,7 @@ class Kernel:
 
     def __init__(self, sock: socket.socket, config: dict[str, Any]) -> None:
         self.sock = sock
-        self.keep = max(int(config["record_chars"]), int(config["output_head"]), int(config["output_tail"]))
+        self.keep = _wire.capture_chars(config)
         self.timeout = float(config["timeout_s"])
         self.grace = float(config["kill_grace_s"])
         self.echo = bool(config["echo_last_expression"])
@@ -285,7 +280,7 @@ class Kernel:
                 status, error_name = "timeout", "TimeoutError"
             except BaseException as exc:  # noqa: BLE001 - the cell's own exceptions, SystemExit included
                 status = "memory" if isinstance(exc, MemoryError) else "error"
-                error_name = type(exc).__name__[:NAME_CHARS]
+                error_name = type(exc).__name__[: _wire.NAME_CHARS]
                 try:
                     tb = _keep_ends(compact_traceback(exc), self.keep)
                 except BaseException:  # noqa: BLE001 - a hostile __str__ must not kill the kernel
@@ -311,7 +306,7 @@ class Kernel:
         alive = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         for thread in alive:
             thread.join(0.05)
-        alive = [str(t.name)[:NAME_CHARS] for t in alive if t.is_alive()][:MAX_THREADS_REPORTED]
+        alive = [str(t.name)[: _wire.NAME_CHARS] for t in alive if t.is_alive()][: _wire.MAX_THREADS]
         return {
             "status": status,
             "stdout": out.to_wire(),

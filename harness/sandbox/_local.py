@@ -17,7 +17,8 @@ from typing import Any
 from . import _wire
 from ._base import SandboxBase, SandboxError, register_sandbox
 from ._config import SandboxConfig
-from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
+from ._isolation import OPTIONAL as OPTIONAL_LAYERS
+from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, join_ends, mark_restarted, truncate_middle
 
 log = logging.getLogger("cortbench.sandbox")
 _warned: set[str] = set()
@@ -61,20 +62,14 @@ def _sandbox_env() -> dict[str, str]:
     }
 
 
-NAME_CHARS = 200  # an error or thread name, as the kernel caps it
-MAX_THREADS = 16
 MAX_COUNT = 1 << 53
 
 
 def frame_limit(config: SandboxConfig) -> int:
     """The largest reply an honest kernel sends: four captured ends and a traceback's two, of
-    `keep` characters each (JSON may escape a character to 6 bytes), and the small fields."""
-    keep = _keep(config)
-    return 6 * (6 * keep + NAME_CHARS * (MAX_THREADS + 2) + 400) + 4096
-
-
-def _keep(config: SandboxConfig) -> int:
-    return max(config.record_chars, config.output_head, config.output_tail)
+    `capture_chars` each (JSON may escape a character to 6 bytes), and the small fields."""
+    keep = _wire.capture_chars(vars(config))
+    return 6 * (6 * keep + _wire.NAME_CHARS * (_wire.MAX_THREADS + 2) + 400) + 4096
 
 
 def _text(value: Any, cap: int, what: str) -> str:
@@ -97,11 +92,6 @@ def _captured(wire: Any, keep: int, what: str) -> tuple[str, str, int]:
         raise _wire.WireError(f"{what} capture is not an object")
     head, tail = _text(wire.get("head"), keep, f"{what} head"), _text(wire.get("tail"), keep, f"{what} tail")
     return head, tail, _count(wire.get("total"), f"{what} total")
-
-
-def _record_text(head: str, tail: str, total: int) -> str:
-    omitted = total - len(head) - len(tail)
-    return head + tail if omitted <= 0 else f"{head}\n[... {omitted} characters omitted ...]\n{tail}"
 
 
 def _model_text(head: str, tail: str, total: int, config: SandboxConfig) -> tuple[str, bool]:
@@ -129,17 +119,17 @@ def _result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: f
     status = reply.get("status")
     if status not in ("ok", "error", "timeout", "memory"):
         raise _wire.WireError("unknown status")
-    keep = _keep(config)
+    keep = _wire.capture_chars(vars(config))
     out, err = _captured(reply.get("stdout"), keep, "stdout"), _captured(reply.get("stderr"), keep, "stderr")
     tb = reply.get("traceback")
     tb = None if tb is None else _text(tb, 2 * keep + 100, "traceback")
     error_name = reply.get("error_name")
-    error_name = None if error_name is None else _text(error_name, NAME_CHARS, "error name")
+    error_name = None if error_name is None else _text(error_name, _wire.NAME_CHARS, "error name")
     procs = _count(reply.get("procs_killed", 0), "procs_killed")
     threads = reply.get("threads_alive", [])
-    if not isinstance(threads, list) or len(threads) > MAX_THREADS:
+    if not isinstance(threads, list) or len(threads) > _wire.MAX_THREADS:
         raise _wire.WireError("malformed threads_alive")
-    threads = [_text(name, NAME_CHARS, "thread name") for name in threads]
+    threads = [_text(name, _wire.NAME_CHARS, "thread name") for name in threads]
     cpu = reply.get("cpu")
     cpu = float(cpu) if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu >= 0 else None
     maxrss = reply.get("maxrss_kb")
@@ -160,8 +150,8 @@ def _result_from_reply(reply: dict[str, Any], config: SandboxConfig, duration: f
     result = ExecResult(
         status=ExecStatus(status),
         output="\n".join(part for part in (text, *notes) if part),
-        stdout=_record_text(*out),
-        stderr=_record_text(*err),
+        stdout=join_ends(*out),
+        stderr=join_ends(*err),
         error_name=error_name,
         error=tb,
         duration_s=duration,
@@ -417,7 +407,7 @@ class LocalSandbox(SandboxBase):
                     "only: NO network, PID or mount isolation. Do not run untrusted models this way."
                 )
         off = [f"{name} ({layer['detail']})" for name, layer in self.layers.items()
-               if name in ("cgroup", "seccomp", "landlock") and not layer["on"]]  # fmt: skip
+               if name in OPTIONAL_LAYERS and not layer["on"]]  # fmt: skip
         if off and self.config.isolation != "none":
             _warn_once(f"cortbench: WARNING: sandbox layers off: {'; '.join(off)}. `cortbench sandbox check` "
                        "shows every layer.")  # fmt: skip

@@ -77,6 +77,12 @@ def mark_restarted(result: ExecResult, note: str | None = None) -> ExecResult:
     return result
 
 
+def join_ends(head: str, tail: str, total: int) -> str:
+    """The two ends of a long text kept for the record, with how much lies between them."""
+    omitted = total - len(head) - len(tail)
+    return head + tail if omitted <= 0 else f"{head}\n[... {omitted} characters omitted ...]\n{tail}"
+
+
 def truncate_middle(text: str, head: int = 400, tail: int = 400) -> tuple[str, bool]:
     """CoRT's truncation: keep the first `head` and last `tail` characters around "..."."""
     if head < 0 or tail < 0 or len(text) <= head + tail:

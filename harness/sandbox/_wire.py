@@ -3,8 +3,8 @@
 JSON, never pickle: a kernel runs hostile code and may write anything to its end of the socket.
 The harness reads a kernel's frames with `read_frame`, which turns everything that is not a small,
 shallow JSON object of finite numbers and valid text into a WireError before or while parsing:
-an oversized frame, deep nesting (checked before the parser sees it), a huge integer, NaN or
-Infinity, bytes that are not UTF-8, lone surrogates. What the object then says is checked field
+an oversized frame, deep nesting and huge number literals (both checked before the parser sees
+them), NaN or Infinity, bytes that are not UTF-8. What the object then says is checked field
 by field by its reader (_local.result_from_reply).
 """
 
@@ -15,14 +15,17 @@ import json
 import re
 import socket
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 8 * 1024 * 1024  # what a kernel may send at most; callers pass a tighter limit
 MAX_DEPTH = 8  # a reply is an object of objects and lists: depth 3
+NAME_CHARS = 200  # an exception's or thread's name in a reply
+MAX_THREADS = 16  # names of threads left running, in a reply
 MAX_NUMBER_CHARS = 32  # digits of an int or float literal
-# Strings as one token each (possessive: linear on hostile input), and brackets.
-_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+_STRINGS = re.compile(r'"(?:[^"\\]++|\\.)*+"')  # possessive: linear on hostile input
+_LONG_NUMBER = re.compile(rf"[-+0-9.eE]{{{MAX_NUMBER_CHARS + 1},}}")
 
 
 class WireError(Exception):
@@ -35,11 +38,9 @@ def encode(message: dict[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def _number(text: str):
-    if len(text) > MAX_NUMBER_CHARS:
-        raise WireError(f"number literal of {len(text)} characters")
-    value = float(text) if any(c in text for c in ".eE") else int(text)
-    if value != value or value in (float("inf"), float("-inf")):
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
         raise WireError("non-finite number")
     return value
 
@@ -48,23 +49,30 @@ def _constant(name: str):
     raise WireError(f"{name} is not JSON")
 
 
-def _check_depth(text: str) -> None:
+def _check_shape(text: str) -> None:
+    """Outside strings: nesting at most MAX_DEPTH, number literals at most MAX_NUMBER_CHARS long,
+    so the parser never recurses deeply or converts a huge integer. Most replies hold few
+    brackets and no long digit run anywhere, strings included, and need no closer look."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH and not _LONG_NUMBER.search(text):
+        return
+    bare = _STRINGS.sub('""', text)
     depth = 0
-    for match in _TOKENS.finditer(text):
-        token = match.group()
-        if token in "[{":
+    for char in bare:
+        if char in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 raise WireError(f"frame nested deeper than {MAX_DEPTH}")
-        elif token in "]}":
+        elif char in "]}":
             depth -= 1
+    if _LONG_NUMBER.search(bare):
+        raise WireError(f"number literal longer than {MAX_NUMBER_CHARS} characters")
 
 
 def _decode(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")  # strict: an honest kernel sends lone surrogates as \\u escapes
-        _check_depth(text)
-        message = json.loads(text, parse_int=_number, parse_float=_number, parse_constant=_constant)
+        _check_shape(text)
+        message = json.loads(text, parse_float=_float, parse_constant=_constant)
     except WireError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -72,6 +80,12 @@ def _decode(body: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise WireError("frame is not a JSON object")
     return message
+
+
+def capture_chars(config: Mapping[str, Any]) -> int:
+    """Characters a kernel keeps of each end of stdout, stderr and a traceback (and the harness
+    accepts): enough for the record and for the model's head and tail."""
+    return max(int(config["record_chars"]), int(config["output_head"]), int(config["output_tail"]))
 
 
 def send(sock: socket.socket, message: dict[str, Any]) -> None:

@@ -123,20 +123,23 @@ class Zygote:
 
     def start(self) -> bool:
         self.config = json.loads(self.ctl.recv(1 << 16))
-        try:  # first, while this process is small and its probe forks cheap; imports work after it
-            self.boundary = Boundary.prepare(self.config)
+        preloaded: list[str] = []
+
+        def preload() -> None:
+            for name in self.config["preload"]:
+                try:
+                    importlib.import_module(name)
+                    preloaded.append(name)
+                except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
+                    pass
+            if self.config["warmup"]:
+                warm_up(preloaded)
+
+        try:
+            self.boundary = Boundary.prepare(self.config, meanwhile=preload)
         except BoundaryError as exc:
             self._send({"ready": False, "error": str(exc)})
             return False
-        preloaded = []
-        for name in self.config["preload"]:
-            try:
-                importlib.import_module(name)
-                preloaded.append(name)
-            except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
-                pass
-        if self.config["warmup"]:
-            warm_up(preloaded)
         gc.collect()
         gc.freeze()  # kernels never scan (and so never copy-on-write) the preloaded heap
         layers = self.boundary.report()
