@@ -210,7 +210,9 @@ class SandboxCgroups:
     def oom_killed(self, slot: int) -> bool:
         """Whether the OOM killer killed a process in `slot`'s cgroup (at its memory limit) since
         the last call for that slot; the cgroup's counter only grows, and the slot is reused."""
-        hierarchy, name = ("memory", "memory.oom_control") if self.version == 1 else ("unified", "memory.events")
+        hierarchy, name = (
+            ("memory", "memory.oom_control") if self.version == 1 else ("unified", "memory.events")
+        )
         try:
             fd = os.open(f"k{slot}/{name}", os.O_RDONLY, dir_fd=self.dirs[hierarchy])
             with os.fdopen(fd) as fh:
