@@ -396,3 +396,42 @@ def test_sandbox_check_reports_every_layer():
     expected["cgroup"] = "on" if ROOT else "off"
     assert {k: rows.get(k) for k in expected} == expected
     assert "smoke cell: ok" in proc.stdout
+
+
+UNDER_TMP = """
+import asyncio, sys
+from cortbench.harness.sandbox import LocalSandbox, SandboxConfig
+async def main():
+    async with LocalSandbox(SandboxConfig(warm_kernels=0)) as sb:
+        result = await sb.run_code("import cortbench_tmp_probe, os\\nprint(cortbench_tmp_probe.VALUE, os.getcwd(), sorted(os.listdir('/tmp')))")
+        print(sb.isolated, result.output)
+asyncio.run(main())
+"""
+
+
+def test_a_python_installed_under_tmp_stays_importable(tmp_path_factory):
+    """A venv under /tmp (CI clones live there) is bound again above each kernel's own /tmp."""
+    import venv
+
+    where = Path(tempfile.mkdtemp(prefix="cortbench-venv-", dir="/tmp"))
+    try:
+        venv.EnvBuilder(symlinks=True, with_pip=False).create(where)
+        site = next(where.glob("lib/python3*/site-packages"))
+        (site / "cortbench_tmp_probe.py").write_text("VALUE = 42\n")
+        ours = next(
+            p
+            for p in sys.path
+            if p.endswith("site-packages") and Path(p).is_dir() and p.startswith(sys.prefix)
+        )
+        (site / "cortbench-parent.pth").write_text(f"import site; site.addsitedir({ours!r})\n")  # cortbench
+        where.chmod(0o755)
+        proc = subprocess.run([str(where / "bin" / "python"), "-c", UNDER_TMP], capture_output=True, text=True,
+                              timeout=180, cwd="/")  # fmt: skip
+    finally:
+        subprocess.run(["rm", "-rf", str(where)], check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    isolated, output = proc.stdout.strip().split(" ", 1)
+    assert isolated == "True"
+    value, cwd, listing = output.split(" ", 2)
+    assert (value, cwd) == ("42", "/tmp")
+    assert where.name in listing  # the venv's path, re-bound read-only above the kernel's own /tmp

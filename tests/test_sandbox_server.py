@@ -430,6 +430,8 @@ async def test_fetch_stops_at_its_byte_budget(sandbox):
 
 
 def test_a_cell_whose_client_goes_away_is_stopped(tight_server):
+    """The client sends a 4-second cell and hangs up after 0.5 s: the cell stops well before its
+    4 s, and the session's next cell runs in a fresh kernel and says the earlier one was cut."""
     sid = httpx.post(f"{tight_server}/sessions", headers=AUTH).json()["session_id"]
     try:
         assert (
@@ -437,27 +439,26 @@ def test_a_cell_whose_client_goes_away_is_stopped(tight_server):
             == 200
         )
         host, port = tight_server.removeprefix("http://").split(":")
-        body = b"{\"code\": \"import time\\ntime.sleep(1.9)\\nopen('/tmp/finished', 'w')\"}"
+        body = b'{"code": "import time\\ntime.sleep(4)"}'
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(b"POST /sessions/" + sid.encode() + b"/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
                         b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
             time.sleep(0.5)
-        deadline = time.monotonic() + 3
+            assert httpx.get(f"{tight_server}/health", headers=AUTH).json()["running"] == 1
+        hung_up = time.monotonic()
         while (
             httpx.get(f"{tight_server}/health", headers=AUTH).json()["running"]
-            and time.monotonic() < deadline
+            and time.monotonic() - hung_up < 10
         ):
             time.sleep(0.05)
-        assert time.monotonic() < deadline  # stopped well before the cell's 1.9 s were over
-        after = httpx.post(f"{tight_server}/sessions/{sid}/run", headers=AUTH,
-                           json={"code": "import os\nprint(os.path.exists('/tmp/finished'))"}).json()  # fmt: skip
-        assert (
-            after["output"].startswith("False")
-            and "interrupted" in after["output"]
-            and after["kernel_restarted"]
-        )
+        stopped_after = time.monotonic() - hung_up
+        after = httpx.post(
+            f"{tight_server}/sessions/{sid}/run", headers=AUTH, json={"code": "print(x)"}
+        ).json()
     finally:
         httpx.delete(f"{tight_server}/sessions/{sid}", headers=AUTH)
+    assert stopped_after < 2.5  # the cell had 3.5 s left
+    assert after["error_name"] == "NameError" and "interrupted before it finished" in after["output"]
 
 
 def test_a_hostile_frame_is_a_result_not_a_server_error(server):
