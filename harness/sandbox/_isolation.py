@@ -58,11 +58,11 @@ class BoundaryError(ValueError):
 
 
 class SetupFailed(Exception):
-    """A kernel setup step failed; `layer` names the layer it belongs to."""
+    """A kernel setup step failed: `layer` names the layer it belongs to, `why` what went wrong."""
 
-    def __init__(self, layer: str, error: BaseException) -> None:
-        super().__init__(f"{layer}: {error}")
-        self.layer = layer
+    def __init__(self, layer: str, why: str) -> None:
+        super().__init__(f"{layer}: {why}")
+        self.layer, self.why = layer, why
 
 
 @dataclass
@@ -82,6 +82,7 @@ class Boundary:
     cgroups: SandboxCgroups | None = None
     seccomp_program: bytes | None = None
     landlock_abi: int = 0
+    readable: list[str] = field(default_factory=list)  # Landlock's read paths without namespaces
 
     def on(self, layer: str) -> bool:
         return self.layers.get(layer, Layer(False, "")).on
@@ -110,6 +111,7 @@ class Boundary:
             boundary._off("rootfs", "needs namespaces")
         boundary._prepare_cgroups()
         boundary._prepare_filters()
+        boundary.readable = _rootfs.fallback_readable()
         probe = boundary._start_probe()
         meanwhile()
         while (failed := boundary._probe_result(*probe)) is not None:
@@ -157,7 +159,7 @@ class Boundary:
 
     def _turn_off(self, failed: SetupFailed) -> None:
         """A probe failed in `failed.layer`: go on without that layer, or refuse to start."""
-        layer, why = failed.layer, str(failed).split(": ", 1)[1]
+        layer, why = failed.layer, failed.why
         if not self.on(layer):
             raise BoundaryError(f"a kernel cannot be set up here: {why}")
         if layer in ("namespaces", "rootfs"):
@@ -222,7 +224,7 @@ class Boundary:
         with os.fdopen(reader, "rb") as fh:
             lines = fh.read().splitlines()
         report = json.loads(lines[0]) if lines else {"layer": "namespaces", "error": "the probe kernel died"}
-        return None if report.get("ok") else SetupFailed(report["layer"], RuntimeError(report["error"]))
+        return None if report.get("ok") else SetupFailed(report["layer"], report["error"])
 
     def _probe_chain(self, writer: int) -> None:
         def tell(report: dict[str, Any]) -> None:
@@ -230,7 +232,7 @@ class Boundary:
 
         def failure(exc: BaseException) -> dict[str, Any]:
             if isinstance(exc, SetupFailed):
-                return {"layer": exc.layer, "error": str(exc).split(": ", 1)[1]}
+                return {"layer": exc.layer, "error": exc.why}
             where = traceback.extract_tb(exc.__traceback__)[-1]
             return {"layer": "namespaces", "error": f"{exc} (in {where.name}, line {where.lineno})"}
 
@@ -314,7 +316,7 @@ class Boundary:
         apply_rlimits(memory_mb=int(c["memory_mb"]), max_processes=int(c["max_processes"]),
                       max_file_mb=int(c["max_file_mb"]), max_open_files=int(c["max_open_files"]))  # fmt: skip
         if self.on("landlock"):
-            readable = None if self.isolated else _rootfs.fallback_readable()
+            readable = None if self.isolated else self.readable
             writable = ["/tmp", "/dev/shm"] if self.isolated else [workdir]
             _step("landlock", _landlock.restrict, self.landlock_abi, readable=readable, writable=writable)
         if self.seccomp_program is not None and self.on("seccomp"):
@@ -326,7 +328,7 @@ def _step(layer: str, function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except (OSError, ValueError) as exc:
-        raise SetupFailed(layer, exc) from None
+        raise SetupFailed(layer, str(exc)) from None
 
 
 def _become(host_id: int) -> None:
@@ -357,7 +359,7 @@ def _check_python_readable() -> None:
         os.listdir(os.path.dirname(os.__file__))
     except OSError as exc:
         raise SetupFailed(
-            "uid", OSError(exc.errno, f"the kernel cannot read {os.path.dirname(os.__file__)}")
+            "uid", f"{exc.strerror}: the kernel cannot read {os.path.dirname(os.__file__)}"
         ) from None
 
 

@@ -68,7 +68,12 @@ def restrict(abi: int, *, readable: list[str] | None, writable: list[str]) -> No
         rules = [(path, reading) for path in readable or ["/"]] + [(path, handled) for path in writable]
         rules += [(f"/dev/{name}", devices) for name in DEVICES if _is_char_device(f"/dev/{name}")]
         for path, allowed in rules:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except (FileNotFoundError, PermissionError):
+                if allowed != reading:
+                    raise
+                continue  # what this process cannot even reach needs no rule to read it
             if not os.path.isdir(f"/proc/self/fd/{fd}"):
                 allowed &= _FILE_RIGHTS  # a file takes file rights only
             try:

@@ -102,30 +102,15 @@ def build(python: list[str]) -> RootFs:
     traverse still binds.
     """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    binds: list[tuple[str, str]] = []  # (path inside, path on the host)
-    links: list[tuple[str, str]] = []
-    for name in USR_LINKS:
-        host = f"/{name}"
-        if os.path.islink(host):
-            links.append((host, os.readlink(host)))
-        elif os.path.isdir(host):
-            binds.append((host, host))
-    if os.path.isdir("/usr"):
-        binds.append(("/usr", "/usr"))
-    binds += [(p, p) for p in python]
-    for name in ETC_ENTRIES:
-        host = f"/etc/{name}"
-        if os.path.islink(host):
-            links.append((host, os.readlink(host)))
-        elif os.path.exists(host):
-            binds.append((host, host))
-    devices = [(f"/dev/{n}", f"/dev/{n}") for n in DEVICES if os.path.exists(f"/dev/{n}")]
-    sources = {host: os.open(host, os.O_PATH) for _, host in [*binds, *devices, ("/proc", "/proc")]}
+    binds, links = _host_tree()
+    binds += python
+    devices = [f"/dev/{n}" for n in DEVICES if os.path.exists(f"/dev/{n}")]
+    sources = {path: os.open(path, os.O_PATH) for path in [*binds, *devices, "/proc"]}
     try:
         mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
-        for inside, host in binds:
-            _bind(sources[host], inside, recursive=True)
-            set_mount_attributes(NEW_ROOT + inside, READ_ONLY)
+        for path in binds:
+            _bind(sources[path], path, recursive=True)
+            set_mount_attributes(NEW_ROOT + path, READ_ONLY)
         for inside, target in links:
             _makedirs(os.path.dirname(NEW_ROOT + inside))
             os.symlink(target, NEW_ROOT + inside)
@@ -145,9 +130,7 @@ def build(python: list[str]) -> RootFs:
     umount("/.old-root", MNT_DETACH)
     os.rmdir("/.old-root")
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return RootFs(
-        bound=[inside for inside, _ in binds], under_tmp=[p for p in python if _inside_any(p, ["/tmp"])]
-    )
+    return RootFs(bound=binds, under_tmp=[p for p in python if _inside_any(p, ["/tmp"])])
 
 
 def _makedirs(path: str, mode: int = 0o755) -> None:
@@ -165,14 +148,14 @@ def _bind(fd: int, inside: str, *, recursive: bool) -> None:
     mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | (MS_REC if recursive else 0))
 
 
-def _build_dev(sources: dict[str, int], devices: list[tuple[str, str]]) -> None:
+def _build_dev(sources: dict[str, int], devices: list[str]) -> None:
     """A tmpfs /dev with null, zero, full, random and urandom bound from the host (a read-only
     mount does not stop writes to device nodes, and no other node is reachable)."""
     _makedirs(NEW_ROOT + "/dev")
     mount("tmpfs", NEW_ROOT + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
-    for inside, host in devices:
-        _bind(sources[host], inside, recursive=False)
-        set_mount_attributes(NEW_ROOT + inside, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, recursive=False)
+    for path in devices:
+        _bind(sources[path], path, recursive=False)
+        set_mount_attributes(NEW_ROOT + path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, recursive=False)
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{NEW_ROOT}/dev/{link}")
@@ -182,11 +165,21 @@ def _build_dev(sources: dict[str, int], devices: list[tuple[str, str]]) -> None:
 
 def fallback_readable() -> list[str]:
     """Without namespaces, what Landlock lets a kernel read: the same tree the root filesystem
-    would hold, seen in place."""
-    paths = ["/usr", "/dev", "/proc", *python_paths()]
-    paths += [f"/{name}" for name in USR_LINKS if os.path.isdir(f"/{name}")]
-    paths += [f"/etc/{name}" for name in (*ETC_ENTRIES, *ETC_SYNTHETIC) if os.path.exists(f"/etc/{name}")]
-    return paths
+    would hold, seen in place (the host's own account files instead of the written ones)."""
+    accounts = [f"/etc/{name}" for name in ETC_SYNTHETIC if os.path.exists(f"/etc/{name}")]
+    return [*_host_tree()[0], *python_paths(), *accounts, "/dev", "/proc"]
+
+
+def _host_tree() -> tuple[list[str], list[tuple[str, str]]]:
+    """What the root filesystem takes from the host, at the same paths: folders and files to bind
+    read-only, and symlinks (merged-/usr links, /etc/localtime, ...) to copy."""
+    binds, links = [], []
+    for path in [*(f"/{name}" for name in USR_LINKS), "/usr", *(f"/etc/{name}" for name in ETC_ENTRIES)]:
+        if os.path.islink(path):
+            links.append((path, os.readlink(path)))
+        elif os.path.exists(path):
+            binds.append(path)
+    return binds, links
 
 
 def mount_kernel_private(rootfs: RootFs, *, scratch_mb: int, shm_mb: int, pid_max: int) -> None:
