@@ -117,13 +117,11 @@ def _leads_to_python(path: str) -> bool:
 def test_host_files_home_and_checkout_are_out_of_reach(batteries, host, user):
     reads = batteries[user]["reads"]
     for path in host["secrets"]:
-        if path == "/tmp":  # the kernel's own tmpfs
-            assert reads[path] == "LISTED .cortbench-stderr,.cortbench-stdout"
-        elif _leads_to_python(path):  # a folder on the way to the Python installation: only that way
-            names = reads[path].removeprefix("LISTED ").split(",")
-            assert reads[path].startswith("LISTED ") and all(
-                _leads_to_python(f"{path}/{n}") for n in names
-            ), reads[path]
+        own = {".cortbench-stderr", ".cortbench-stdout"} if path == "/tmp" else set()  # its own tmpfs
+        if own or _leads_to_python(path):  # a folder on the way to the Python installation: only that way
+            names = set(reads[path].removeprefix("LISTED ").split(","))
+            assert reads[path].startswith("LISTED ") and own <= names, reads[path]
+            assert all(_leads_to_python(f"{path}/{n}") for n in names - own), reads[path]
         else:
             assert reads[path] == "No such file or directory", path
 

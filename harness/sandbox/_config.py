@@ -56,8 +56,8 @@ class SandboxConfig:
         isolation: "auto" puts every layer of the boundary (namespaces, unprivileged host id,
             minimal root filesystem, cgroups, seccomp, Landlock; docs/sandbox.md) where this
             machine allows it and warns once, loudly, about each one it does not; "namespaces"
-            refuses to start without namespaces and the root filesystem; "none" applies only the
-            host id, rlimits and the filters.
+            refuses to start without namespaces and the root filesystem; "none" goes without
+            both on purpose (the host id, cgroups, rlimits, seccomp and Landlock still apply).
         uid_base: when the harness runs as root, kernel slot i runs as host uid/gid uid_base + i
             (0 inside its user namespace), never as host root. The ids must belong to nobody:
             start-up refuses ids found in /etc/passwd, /etc/group, /etc/subuid or /etc/subgid.
