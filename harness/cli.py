@@ -188,6 +188,7 @@ def run(
     from rich.table import Table
 
     from .backends import BackendError, get_backend
+    from .rollout import GenerationUnavailable
     from .run_settings import RUN_IDENTITY, RunSettingsError, resolve_run
     from .runner import SamplingPlan, run_samples
     from .store import RunStore, RunStoreError
@@ -213,7 +214,7 @@ def run(
                 f"note: the model's context is {limits.max_total_tokens} tokens; trajectories are capped there"
             )
         plan = SamplingPlan(hints=run.hints, limits=limits, concurrency=concurrency, per_task=run.samples)
-        stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0}
+        stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0, "failed": 0}
         with RunStore.open(
             output, config, resume=resume, overwrite=overwrite, identity=RUN_IDENTITY
         ) as store:
@@ -231,6 +232,7 @@ def run(
                     stats["tool_errors"] += sum(not c.ok for c in record.tool_calls)
                     stats["tokens"] += record.tokens.generated
                     stats["length"] += record.finish_reason == "length"
+                    stats["failed"] += record.error is not None
                     elapsed = time.perf_counter() - started
                     rate = f"{stats['tokens'] / elapsed:.0f} tok/s · {stats['tool_calls'] / elapsed:.1f} calls/s · {stats['tool_errors']} code errors"
                     progress.update(bar, advance=1, rate=rate)
@@ -243,8 +245,8 @@ def run(
 
     try:
         stats = asyncio.run(go())
-    except (BackendError, RunStoreError, SandboxError) as exc:
-        fail(str(exc))
+    except (BackendError, GenerationUnavailable, RunStoreError, SandboxError) as exc:
+        fail(f"{exc}; finished samples are in {output}: continue with --resume")
     except KeyboardInterrupt:
         fail(f"interrupted; finished samples are in {output}: continue with --resume")
     table = Table(title=f"cortbench run -> {output}")
@@ -255,10 +257,14 @@ def run(
         "code errors",
         "generated tokens",
         "hit length limit",
+        "failed (see error)",
     ):
         table.add_column(column, justify="right")
     table.add_row(
-        *(str(stats[k]) for k in ("samples", "total_in_run", "tool_calls", "tool_errors", "tokens", "length"))
+        *(
+            str(stats[k])
+            for k in ("samples", "total_in_run", "tool_calls", "tool_errors", "tokens", "length", "failed")
+        )
     )
     console.print(table)
 

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ..tasks.problems import Problem
 from .hints import HintPolicy
-from .rollout import NO_HINTS, GenerationUnavailable, Generator, Limits, run_rollout
+from .rollout import NO_HINTS, OUTAGES, Generator, Limits, run_rollout
 from .runner import build_record
-from .sandbox import LocalSandbox, SandboxConfig, SandboxError
+from .sandbox import LocalSandbox, SandboxConfig
 from .store import RunStore
 
 
@@ -123,7 +123,7 @@ def create_app(
         try:
             async with state["slots"], state["sandbox"].session() as kernel:
                 rollout = await run_rollout(prompt, generator, kernel, limits, hints=config.hints)
-        except (GenerationUnavailable, SandboxError) as exc:  # down, not this request's fault
+        except OUTAGES as exc:  # down, not this request's fault
             raise HTTPException(503, f"{type(exc).__name__}: {exc}") from None
         if "recorder" in state:
             recorder: _Recorder = state["recorder"]

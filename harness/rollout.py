@@ -36,6 +36,10 @@ class GenerationUnavailable(RuntimeError):
     trajectory, recorded with finish_reason "error" and the exception in `error`."""
 
 
+# What stops a whole run (resumably) instead of one trajectory: a backend or a sandbox that is down.
+OUTAGES = (GenerationUnavailable, SandboxError)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Protocol limits; defaults are the paper's evaluation settings."""
@@ -104,7 +108,7 @@ async def run_rollout(
     out = Rollout()
     try:
         await _drive(out, prompt, generator, kernel, limits, hints)
-    except (GenerationUnavailable, SandboxError):
+    except OUTAGES:
         raise
     except Exception as exc:  # noqa: BLE001 - one trajectory's failure must not stop the run
         out.finish_reason, out.error = "error", error_text(exc)

@@ -12,8 +12,8 @@ from ..tasks.problems import Problem
 from .fences import split_segments
 from .hints import HintPolicy
 from .records import Timing, TokenCounts, TrajectoryRecord
-from .rollout import NO_HINTS, GenerationUnavailable, Generator, Limits, Rollout, error_text, run_rollout
-from .sandbox import Sandbox, SandboxError
+from .rollout import NO_HINTS, OUTAGES, Generator, Limits, Rollout, error_text, run_rollout
+from .sandbox import Sandbox
 from .store import RunStore
 
 
@@ -78,8 +78,8 @@ async def run_samples(
 
     Trajectories run concurrently up to `plan.concurrency`, each in its own kernel, and never wait
     for each other. A trajectory that fails is written with finish_reason "error" and the
-    exception in `error`; only a backend or sandbox that is down (GenerationUnavailable,
-    SandboxError) or a store that cannot write stops the run. What was written stays written, and
+    exception in `error`; only a backend or sandbox that is down (rollout.OUTAGES) or a store
+    that cannot write stops the run. What was written stays written, and
     a resume continues from there.
     """
     todo = [
@@ -102,7 +102,7 @@ async def run_samples(
                 async with sandbox.session() as kernel:
                     rollout = await run_rollout(prompt, generator, kernel, plan.limits, hints=plan.hints)
                 record = build_record(problem, idx, prompt, rollout, generator, started_at)
-            except (GenerationUnavailable, SandboxError):
+            except OUTAGES:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded; the other trajectories go on
                 failed = Rollout(finish_reason="error", error=error_text(exc))  # no text: nothing to count
