@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-# Imported once in the pre-forked parent so a cell's `import sympy` costs a dict lookup.
+# Imported once in the pre-forked parent so a cell's `import sympy` costs a dict lookup. scipy's
+# common submodules (they bring sparse, spatial, interpolate, fft, ndimage) and networkx cost a
+# cell 0.2 to 1 s to import and a kernel ~5 ms more to fork; matplotlib (~8 ms more per kernel,
+# rarely imported in maths) is imported by the cells that use it (bench/RESULTS.md, issue 13).
 DEFAULT_PRELOAD = (
     "math",
     "cmath",
@@ -20,6 +23,12 @@ DEFAULT_PRELOAD = (
     "statistics",
     "numpy",
     "sympy",
+    "scipy.special",
+    "scipy.optimize",
+    "scipy.integrate",
+    "scipy.linalg",
+    "scipy.stats",
+    "networkx",
     "rdkit.Chem",
     "rdkit.Chem.Descriptors",
 )

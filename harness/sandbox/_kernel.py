@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 
 from . import _wire
+from ._install import refusal, rewrite_shell_lines
 from ._records import join_ends
 
 
@@ -152,8 +153,20 @@ def compact_traceback(exc: BaseException) -> str:
 
 
 def _compile_cell(code: str, filename: str, echo: bool):
-    """Compile a cell; with `echo`, also return its last expression compiled for eval (only then
-    is the syntax tree needed: compiling the source directly is cheaper)."""
+    """Compile a cell; a cell that does not parse is tried once more with its `!pip install`
+    lines (IPython syntax) turned into the refusal (_install.py)."""
+    try:
+        return _compile_source(code, filename, echo)
+    except SyntaxError:
+        rewritten = rewrite_shell_lines(code)
+        if rewritten == code:
+            raise
+    return _compile_source(rewritten, filename, echo)
+
+
+def _compile_source(code: str, filename: str, echo: bool):
+    """With `echo`, also return the last expression compiled for eval (only then is the syntax
+    tree needed: compiling the source directly is cheaper)."""
     if not echo:
         return compile(code, filename, "exec"), None
     tree = ast.parse(code, filename, "exec")
@@ -322,6 +335,9 @@ class Kernel:
         procs_killed = _kill_leftovers()
         self.fd_out.drain_into(out)
         self.fd_err.drain_into(err)
+        if tb is not None and refusal() in "".join([*out.head, *out.tail]):
+            # the traceback hides stdout (CoRT), so it says itself why the install failed
+            tb = _keep_ends(f"{tb.rstrip()}\n{refusal()}", self.keep)
         alive = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         for thread in alive:
             thread.join(0.05)

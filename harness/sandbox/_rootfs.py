@@ -6,7 +6,8 @@ binds of /usr, the Python prefixes and site-packages, a few files of /etc, a min
 tree. Every kernel inherits a copy of that tree, locked by its own user namespace, and adds three
 private mounts: a tmpfs /tmp (its working directory), a tmpfs /dev/shm and a fresh /proc of its
 PID namespace, read-only with runc's masked paths. Host /tmp, $HOME, /root, /run, /var, the
-checkout and every socket file stay outside.
+checkout and every socket file stay outside. /opt/cortbench holds the stand-ins for pip
+(_install.py), read-only like the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import site
 import sys
 from dataclasses import dataclass, field
 
+from ._install import write_stand_ins
 from ._syscalls import (
     MNT_DETACH,
     MOUNT_ATTR_NODEV,
@@ -59,6 +61,7 @@ PROC_MASKED = (
 )  # fmt: skip
 READ_ONLY = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
 NEW_ROOT = "/tmp"  # the tmpfs is mounted here in the zygote's private namespace, then becomes "/"
+STAND_INS = "/opt/cortbench"  # pip stand-ins: first on the kernels' PATH and import path
 
 
 @dataclass
@@ -119,6 +122,8 @@ def build(python: list[str]) -> RootFs:
             with open(f"{NEW_ROOT}/etc/{name}", "w") as fh:
                 fh.write(text)
         _build_dev(sources, devices)
+        write_stand_ins(NEW_ROOT + STAND_INS)
+        os.chmod(NEW_ROOT + "/opt", 0o755)
         _bind(sources["/proc"], "/proc", recursive=False)  # covered by each kernel's own /proc
         _makedirs(NEW_ROOT + "/tmp", 0o1777)
     finally:

@@ -22,12 +22,15 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
 
 from . import _wire
+from ._install import refusal, stand_in_paths, write_stand_ins
 from ._isolation import Boundary, BoundaryError
 from ._kernel import Kernel
+from ._rootfs import STAND_INS
 from ._syscalls import set_parent_death_signal
 from ._warmup import warm_up
 
@@ -47,11 +50,22 @@ def _start_kernel(boundary: Boundary, config: dict, scratch: str | None, sock: s
     """In the kernel process: seal it off and limit it (Boundary.enter_kernel), then get ready."""
     workdir = boundary.enter_kernel(scratch)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    os.environ["MPLCONFIGDIR"] = os.path.join(workdir, ".matplotlib")  # writable: its font cache
+    _use_stand_ins(
+        *(stand_in_paths(STAND_INS) if boundary.isolated else write_stand_ins(workdir + "/.cortbench"))
+    )
     _reseed_random_generators()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # input() fails at once instead of hanging
     os.close(devnull)
     return Kernel(sock, config)
+
+
+def _use_stand_ins(bindir: str, pydir: str) -> None:
+    """pip and its kin resolve to the stand-ins (_install.py): in this kernel and in its children."""
+    os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join([pydir, os.environ.get("PYTHONPATH", "")])
+    sys.path.insert(0, pydir)
 
 
 def _keeper(
@@ -126,14 +140,19 @@ class Zygote:
         preloaded: list[str] = []
 
         def preload() -> None:
-            for name in self.config["preload"]:
-                try:
-                    importlib.import_module(name)
-                    preloaded.append(name)
-                except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
-                    pass
-            if self.config["warmup"]:
-                warm_up(preloaded)
+            # Still in the host's filesystem: a library that writes caches on import (matplotlib's
+            # font list) writes them in a private folder, removed after, not in the host's /tmp.
+            with tempfile.TemporaryDirectory(prefix="cortbench-zygote-") as private:
+                os.environ["HOME"] = os.environ["MPLCONFIGDIR"] = private
+                for name in self.config["preload"]:
+                    try:
+                        importlib.import_module(name)
+                        preloaded.append(name)
+                    except Exception:  # noqa: BLE001 - optional modules (rdkit) may be absent or broken
+                        pass
+                if self.config["warmup"]:
+                    warm_up(preloaded)
+            refusal()  # computed once here (what is importable), inherited by every kernel
 
         try:
             self.boundary = Boundary.prepare(self.config, meanwhile=preload)
