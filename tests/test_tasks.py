@@ -115,3 +115,28 @@ def test_cortbench_tasks_lists_and_checks(cort_data):
     for name, size in SIZES.items():
         assert name in done.stdout and f"{size} ✓" in done.stdout
     assert "group cort_math: aime24, aime25, amc23, math500, olympiad_bench" in done.stdout
+
+
+def test_cortbench_tasks_reads_at_80_columns_piped(cort_data, tmp_path):
+    """Piped (no TTY) at COLUMNS=80: no line wider, one table line a task, every source shown whole."""
+    from cortbench.tasks.loading import source_of
+    from cortbench.tasks.registry import task_names
+
+    out = tmp_path / "tasks.txt"
+    with out.open("w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "cortbench.harness.cli", "tasks", "--data-dir", str(cort_data)],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, env={"COLUMNS": "80", "PATH": ""}, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = task_names()
+    assert (
+        len(lines) <= 2 * len(names) + 10
+    )  # was 213 lines for 6 tasks: the source column one character wide
+    for name in names:
+        [row] = [line for line in lines if line.startswith(f"│ {name} ")]
+        assert "…" not in row
+        [source] = [line for line in lines if line.startswith(f"{name} ")]
+        assert source.split()[1] == source_of(get_task(name), cort_data)
