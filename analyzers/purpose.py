@@ -11,13 +11,15 @@ Evidence for Verification: a value the cell prints (normalised: 1/2, 0.5, \\frac
 sqrt(3)/2) or an expression it computes already stands in the reasoning before the cell; asserts,
 printed comparisons and boolean outputs; "verify", "double-check", "make sure" just before the
 cell. Evidence for Calculation: the printed values are new; "compute", "solve", "let me find" just
-before the cell. Cells are the executed ones (`record.tool_calls`), in order; `cell_index` is the
+before the cell. A cell that reruns a failed cell (the same code or an edit of it) has the purpose
+of the cell it retries. Cells are the executed ones (`record.tool_calls`), in order; `cell_index` is the
 position in that list, so other per-cell tables join on (task, problem_id, sample_idx, cell_index).
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import re
 from bisect import bisect_left, bisect_right
@@ -519,6 +521,8 @@ def output_values(output: str) -> OutputValues:
             if piece in ("True", "False"):
                 booleans = True
                 continue
+            if _UNEVALUATED.match(piece):  # Sum(1/k**2, (k, 1, n)): its 1 is a limit, not a result
+                continue
             got = evaluate(piece)
             if got is None:
                 got = [f.value for f in find_numbers(piece)]
@@ -531,6 +535,10 @@ def output_values(output: str) -> OutputValues:
             key = next(v for v in reversed(line_values) if weight(v) == best)
         values += line_values
     return OutputValues(tuple(values), key, booleans, tuple(expressions))
+
+
+# What sympy prints for what it could not (or was not asked to) evaluate.
+_UNEVALUATED = re.compile(r"(Sum|Product|Integral|Limit|Derivative)\(")
 
 
 def _pieces(line: str) -> list[str]:
@@ -1108,20 +1116,36 @@ def classify_cells(record: TrajectoryRecord, view: RecordView | None = None) -> 
     problem_values = [f.value for f in find_numbers(record.prompt)]
     problem_norm = normalise_expression(record.prompt)
     outputs = [view.output(c) if not c.failed else OutputValues((), None, False, ()) for c in cells]
-    labels = []
+    labels: list[CellPurpose] = []
+    roots: list[int] = []  # the first cell of each cell's retry chain: itself when it retries none
+    previous_facts: CodeFacts | None = None
     for cell in cells:
         previous_end = cells[cell.index - 1].end if cell.index else 0
         facts = code_facts(cell.code)
-        evidence = _evidence(cell, facts, view, problem_values, problem_norm, outputs, previous_end)
-        purpose: Purpose = "verification" if evidence.score >= THRESHOLD else "calculation"
+        how = _retry(cells[cell.index - 1], previous_facts, cell, facts) if previous_facts else None
+        purpose: Purpose
+        evidence: _Evidence | None = None
+        why = ""
+        if how is not None:  # a retry: the purpose of the cell it retries
+            root = roots[-1]
+            purpose, why = _inherited(
+                cell, facts, how, root, labels[root].purpose, view, outputs, previous_end
+            )
+        else:
+            root = cell.index
+            evidence = _evidence(cell, facts, view, problem_values, problem_norm, outputs, previous_end)
+            purpose = "verification" if evidence.score >= THRESHOLD else "calculation"
         context = record.prompt[-1500:] + "\n" + prose[previous_end : cell.start][-600:]
         categories, triggers = categories_of(
             cell.code, cell.output, context, verification=purpose == "verification", facts=facts,
             values=view.output(cell),
         )  # fmt: skip
-        labels.append(
-            CellPurpose(cell.index, purpose, categories, _explain(purpose, evidence, triggers), HEURISTIC)
+        explained = (
+            _explain(purpose, evidence, triggers) if evidence else f"{why}; categories: {', '.join(triggers)}"
         )
+        labels.append(CellPurpose(cell.index, purpose, categories, explained, HEURISTIC))
+        roots.append(root)
+        previous_facts = facts
     return labels
 
 
@@ -1171,12 +1195,10 @@ def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Se
     significant = [
         v for v in dict.fromkeys(out.values) if weight(v) > 0 and not any(same(v, e) for e in echoed)
     ]
-    matches = {v: _match(v, numbers, cell.start, previous_end) for v in significant}
+    matches = {v: _match(v, view, cell.start, previous_end) for v in significant}
     key = out.key if out.key is not None and weight(out.key) > 0 else None
     if key is None and out.key is not None:  # a small result counts when it is claimed just before
-        hit = _match(
-            out.key, numbers, cell.start, previous_end, start=previous_end, trivial=True, claims=True
-        )
+        hit = _match(out.key, view, cell.start, previous_end, start=previous_end, trivial=True, claims=True)
         if hit is not None:
             ev.add(2.0, f"output {_fmt(out.key)} stated just before ({_snippet(prose, hit.pos)})")
     elif key is not None and key in matches and matches[key] is not None:
@@ -1186,7 +1208,7 @@ def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Se
         ev.add(2.0, f"most printed values already in the reasoning ({_snippet(prose, hit.pos)})")
     elif key is not None:
         earlier = [i for i in range(cell.index) if any(same(key, v) for v in outputs[i].values)]
-        approx = _approximate(key, numbers.between(0, cell.start)) if isinstance(key, float) else None
+        approx = _approximate(key, numbers.between(0, cell.start), prose) if isinstance(key, float) else None
         if earlier:
             ev.add(1.5, f"output {_fmt(key)} repeats the output of cell {earlier[-1]}")
         elif approx is not None:
@@ -1220,7 +1242,7 @@ def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Se
             break
     claimed = [v for v in facts.literals if weight(v) > 0 and not any(same(v, p) for p in problem_values)]
     for v in claimed:
-        hit = _match(v, numbers, cell.start, previous_end, claims=True)
+        hit = _match(v, view, cell.start, previous_end, claims=True)
         if hit is not None:
             ev.add(0.5, f"code plugs in {_fmt(v)} from the reasoning")
             break
@@ -1246,26 +1268,103 @@ def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Se
     return ev
 
 
-def _match(value: Number, numbers: NumberIndex, end: int, recent_start: int, *, start: int = 0,
+RETRY_SIMILARITY = 0.6  # difflib ratio of two cells' code at or above which the second reruns the first
+_WORD = re.compile(r"\w+")
+# Calls that say nothing about what a cell computes: two cells sharing only these are not one computation.
+_PLUMBING = frozenset(
+    """print range len int str float list set dict tuple sum round abs min max sorted enumerate
+    zip map filter append format join isinstance""".split()
+)
+
+
+def _retry(previous: Cell, previous_facts: CodeFacts, cell: Cell, facts: CodeFacts) -> str | None:
+    """How `cell` reruns `previous` (`same code`, `code 87% similar`, `same imports and calls`) when
+    `previous` failed and `cell` is the same code or an edit of it; None otherwise. A model that
+    fixes and reruns a failing cell still wants what it wanted from it, whatever its words around
+    the rerun say ("let me check the code again"). Only a cell after a failure is compared, and
+    difflib's cheap upper bounds go before its ratio."""
+    if not previous.failed:
+        return None
+    if previous.code.split() == cell.code.split():
+        return "same code"
+    # Word by word (names, numbers, the words of strings): a sixth as many items as characters, for a
+    # ratio that is quadratic at worst. A fix of brackets alone reads as 100% similar.
+    words = _WORD.findall(previous.code), _WORD.findall(cell.code)
+    matcher = difflib.SequenceMatcher(None, *words, autojunk=False)
+    if matcher.real_quick_ratio() >= RETRY_SIMILARITY and matcher.quick_ratio() >= RETRY_SIMILARITY:
+        ratio = matcher.ratio()
+        if ratio >= RETRY_SIMILARITY:
+            return f"code {ratio:.0%} similar"
+    calls = facts.calls - _PLUMBING
+    if calls and calls == previous_facts.calls - _PLUMBING and facts.imports == previous_facts.imports:
+        return "same imports and calls"
+    return None
+
+
+def _inherited(cell: Cell, facts: CodeFacts, how: str, root: int, root_purpose: Purpose, view: RecordView,
+               outputs: Sequence[OutputValues], previous_end: int) -> tuple[Purpose, str]:  # fmt: skip
+    """A retry's purpose and evidence: those of the first cell of its retry chain (`root`), but for a
+    retry that runs and prints a key result the reasoning worked out after the failure: the model
+    reached it meanwhile, so the rerun checks it."""
+    previous = cell.index - 1
+    why = f"retry of failed cell {root} ({how})" if root == previous else (
+        f"retry of cell {root} via failed cell {previous} ({how})")  # fmt: skip
+    key = outputs[cell.index].key
+    if root_purpose == "calculation" and key is not None and not any(same(key, v) for v in facts.literals):
+        hit = _match(key, view, cell.start, previous_end, start=previous_end, trivial=True,
+                     claims=weight(key) == 0)  # fmt: skip
+        if hit is not None:
+            return "verification", (
+                f"output {_fmt(key)} worked out since the failure ({_snippet(view.prose, hit.pos)}); {why}"
+            )
+    return root_purpose, f"{why}: {root_purpose} like cell {root}"
+
+
+def _match(value: Number, view: RecordView, end: int, recent_start: int, *, start: int = 0,
            trivial: bool = False, claims: bool = False) -> Found | None:  # fmt: skip
     """The latest place in the reasoning between `start` and `end` (the cell) where `value` stands
-    (two-digit values and simple fractions only as claims or in the text right before the cell;
-    only claims with `claims`)."""
+    as a result (two-digit values and simple fractions only as claims or in the text right before
+    the cell; only claims with `claims`; never inside a subscript or superscript group, where
+    numbers are limits and indices)."""
     w = weight(value)
 
     def telling(f: Found) -> bool:
         return (f.claim or not claims) and (w >= 1 or trivial or f.claim or f.pos >= recent_start)
 
-    return numbers.latest(value, start, end, telling)
+    while (found := view.numbers.latest(value, start, end, telling)) is not None:
+        if not _in_script(view.prose, found.pos):  # asked of the few matches only: cheap
+            return found
+        end = found.pos
+    return None
 
 
-def _approximate(value: float, found: Sequence[Found]) -> Found | None:
-    """A simulation or float evaluation landing within 1% of a value the reasoning stated."""
+def _in_script(text: str, pos: int) -> bool:
+    """Whether `pos` stands in a LaTeX subscript or superscript group: the 1 of \\sum_{k=1}^{n} or
+    of x_{n+1}, the 0 of \\lim_{x \\to 0}. Numbers there are limits and indices, not results. It walks
+    back over the braces that enclose `pos`, at most 100 characters and never past a $ or a line."""
+    depth = 0
+    for i in range(pos - 1, max(pos - 100, 0) - 1, -1):
+        ch = text[i]
+        if ch == "}":
+            depth += 1
+        elif ch == "{":
+            if depth:
+                depth -= 1
+            elif i and text[i - 1] in "_^":
+                return True
+        elif ch in "$\n":
+            return False
+    return False
+
+
+def _approximate(value: float, found: Sequence[Found], prose: str) -> Found | None:
+    """A simulation or float evaluation landing within 1% of a value the reasoning stated (not a limit
+    or an index)."""
     if weight(value) < 1:
         return None
     for f in reversed(found):
         if weight(f.value) > 0 and f.claim and abs(f.value) < 1e300:
-            if abs(value - float(f.value)) <= 0.01 * abs(float(f.value)):
+            if abs(value - float(f.value)) <= 0.01 * abs(float(f.value)) and not _in_script(prose, f.pos):
                 return f
     return None
 

@@ -46,6 +46,8 @@ from cortbench.harness.rollout import Completion
 
 LABELS = Path(__file__).parent / "data" / "purpose_labels.jsonl"
 ROWS = [json.loads(line) for line in LABELS.read_text().splitlines()]
+ORIGINAL = [r for r in ROWS if "source" not in r]  # the first 108 rows, as the figures of docs/purpose.md
+ISSUE_13 = [r for r in ROWS if r.get("source") == "issue-13"]  # retry chains and stray numbers
 
 
 def record_of(row: dict) -> TrajectoryRecord:
@@ -76,31 +78,43 @@ def test_labelled_set_is_varied_and_well_formed():
     }
     for r in ROWS:
         assert r["split"] in ("dev", "heldout") and r["reason"] and set(r["categories"]) <= set(CATEGORIES)
+    assert len(ORIGINAL) == 108 and len(ISSUE_13) == len(ROWS) - 108 == 32
 
 
 def test_heuristic_agrees_with_the_labels():
     """Measured (docs/purpose.md): 102/108 = 0.944, kappa 0.888; dev 61/64, held-out 41/44 = 0.932."""
-    gold = [r["label"] for r in ROWS]
-    labels = predicted(ROWS)
+    gold = [r["label"] for r in ORIGINAL]
+    labels = predicted(ORIGINAL)
     overall = agreement(gold, [p.purpose for p in labels])
     assert overall.n == 108 and overall.accuracy >= 0.94 and overall.kappa >= 0.88, overall
-    held = [i for i, r in enumerate(ROWS) if r["split"] == "heldout"]
+    held = [i for i, r in enumerate(ORIGINAL) if r["split"] == "heldout"]
     heldout = agreement([gold[i] for i in held], [labels[i].purpose for i in held])
     assert heldout.n == 44 and heldout.accuracy >= 0.93, heldout
     assert all(p.method == "heuristic" and p.evidence for p in labels)
 
 
+@pytest.mark.parametrize("split", ["dev", "heldout"])
+def test_heuristic_agrees_on_retries_and_stray_numbers(split):
+    """Issue 13, item 15 (docs/purpose.md): 6/22 dev and 7/10 held-out before the retry rule and the
+    stricter number matches, 22/22 and 10/10 after (kappa 1.0)."""
+    rows = [r for r in ISSUE_13 if r["split"] == split]
+    result = agreement([r["label"] for r in rows], [p.purpose for p in predicted(rows)])
+    assert (
+        result.n == {"dev": 22, "heldout": 10}[split] and result.accuracy >= 0.9 and result.kappa >= 0.75
+    ), result
+
+
 def test_heuristic_categories_against_the_labels():
     """Measured: micro precision 0.88, recall 0.91 (held-out was seen while fixing category rules)."""
     hits = predicted_total = gold_total = overlap = 0
-    for row, label in zip(ROWS, predicted(ROWS)):
+    for row, label in zip(ORIGINAL, predicted(ORIGINAL)):
         gold, pred = set(row["categories"]), set(label.categories)
         assert pred and pred <= set(CATEGORIES)
         hits += len(gold & pred)
         predicted_total += len(pred)
         gold_total += len(gold)
         overlap += bool(gold & pred)
-    assert hits / predicted_total >= 0.87 and hits / gold_total >= 0.90 and overlap / len(ROWS) >= 0.95
+    assert hits / predicted_total >= 0.87 and hits / gold_total >= 0.90 and overlap / len(ORIGINAL) >= 0.95
 
 
 def test_heuristic_is_deterministic_and_fast():
@@ -116,6 +130,85 @@ def test_evidence_says_what_decided():
     assert label.purpose == "verification" and "216" in label.evidence and "double-check" in label.evidence
     (label,) = classify_cells(record_of(by_id["nt-pow-c"]))
     assert label.purpose == "calculation" and "new" in label.evidence
+
+
+def _cells_record(prompt: str, *steps: tuple[str, str, str, str]) -> TrajectoryRecord:
+    """A record of (prose before the cell, code, output, status) steps."""
+    gen = "".join(f"{prose}```python\n{code}\n```\n```output\n{out}\n```\n" for prose, code, out, _ in steps)
+    calls = [ToolCall(code, out, status, 0.0) for _, code, out, status in steps]
+    return TrajectoryRecord("t", "p", 0, prompt, gen, "stop", tool_calls=calls)
+
+
+_SUM = "from sympy import *\nn = symbols('n')\nprint(summation(1/(k*(k+1)), (k, 1, n)))"
+_NAME_ERROR = "Traceback (most recent call last):\nNameError: name 'k' is not defined"
+
+
+def test_a_retry_of_a_failed_cell_keeps_its_purpose():
+    """Issue 13: reruns of a failing calculation were Verification because of the words around them."""
+    rec = _cells_record(
+        "Find a closed form of the sum of 1/(k(k+1)) for k from 1 to n.",
+        ("Let me compute the sum with sympy.\n", _SUM, _NAME_ERROR, "error"),
+        ("Hmm, an error. Let me verify the code and make sure it runs.\n", _SUM, _NAME_ERROR, "error"),
+        ("Let me double-check by running it again.\n", _SUM.replace("n = symbols('n')", "k, n = symbols('k n')"),
+         _NAME_ERROR, "error"),
+        ("Now the fourth power of 17, to confirm a bound.\n", "print(17**4)", "83521", "ok"),
+    )  # fmt: skip
+    labels = classify_cells(rec)
+    assert [p.purpose for p in labels[:3]] == ["calculation"] * 3
+    assert labels[1].evidence.startswith("retry of failed cell 0 (same code): calculation")
+    assert labels[2].evidence.startswith("retry of cell 0 via failed cell 1 (code ")
+    assert "retry" not in labels[3].evidence  # different code after a failure: judged on its own
+
+
+def test_a_retry_of_a_failed_check_stays_a_check():
+    rec = _cells_record(
+        "Find the remainder when 3^100 is divided by 7.",
+        ("So $3^{100} \\equiv 4 \\pmod 7$ and the remainder is 4. Let me double-check.\n", "print(pow(3, 100, 7)",
+         "File \"<cell-1>\", line 1\nSyntaxError: '(' was never closed", "error"),
+        ("Oops. Fixed:\n", "print(pow(3, 100, 7))", "4", "ok"),
+    )  # fmt: skip
+    assert [p.purpose for p in classify_cells(rec)] == ["verification", "verification"]
+
+
+def test_a_retry_after_the_text_worked_out_its_result_is_a_check():
+    rec = _cells_record(
+        "Compute C(12, 5).",
+        ("Let me compute it.\n", "from math import comb\nprint(comb(12 5))",
+         "File \"<cell-1>\", line 2\nSyntaxError: invalid syntax. Perhaps you forgot a comma?", "error"),
+        ("By hand meanwhile: $\\frac{95040}{120} = 792$. Rerunning the fixed cell.\n",
+         "from math import comb\nprint(comb(12, 5))", "792", "ok"),
+    )  # fmt: skip
+    first, second = classify_cells(rec)
+    assert first.purpose == "calculation" and second.purpose == "verification"
+    assert (
+        "792 worked out since the failure" in second.evidence and "retry of failed cell 0" in second.evidence
+    )
+
+
+@pytest.mark.parametrize(
+    ("prose", "output"),
+    [
+        (
+            "Let me get sympy to find the partial sum of $\\sum_{k=1}^{n} \\frac{1}{k(k+1)}$.\n",
+            "1 - 1/(n + 1)",
+        ),
+        (
+            "Let me find the partial sum of $\\sum_{k=1}^{n} \\frac{1}{k(k+1)}$.\n",
+            "Sum(1/(k*(k + 1)), (k, 1, n))",
+        ),
+        ("Let me compute $\\lim_{x \\to 0} \\frac{1 - \\cos x}{x}$.\n", "0"),
+        ("Let me compute $\\prod_{j=2}^{n} (1 - 1/j^2)$ with sympy.\n", "(n + 1)/(2*n)"),
+    ],
+)
+def test_limits_and_indices_are_not_results(prose, output):
+    """Issue 13: the 1 of \\sum_{k=1}^{n} was taken for a stated result that the cell's 1 repeated."""
+    (label,) = classify_cells(_cells_record("Evaluate it.", (prose, "print(f())", output, "ok")))
+    assert label.purpose == "calculation" and "stated just before" not in label.evidence, label.evidence
+
+
+def test_an_unevaluated_sympy_object_prints_no_values():
+    assert output_values("Sum(1/(k*(k + 1)), (k, 1, n))").values == ()
+    assert output_values("Integral(x**2, (x, 0, 1)) 7").values == (7,)
 
 
 def test_categories_follow_the_code():
