@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,10 @@ from .problems import Problem, TaskDataError, load_jsonl
 from .spec import HubSource, TaskSpec
 
 DATA_DIR_ENV = "CORTBENCH_DATA_DIR"
+LOCAL_FILES = (
+    f"--data-dir or ${DATA_DIR_ENV}"  # how messages say to give local files (lm-eval: tasks/lmeval.py)
+)
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def data_dir(explicit: str | Path | None = None) -> Path | None:
@@ -40,9 +45,7 @@ def load_problems(
     elif spec.hub:
         problems, meta = _from_hub(spec.name, spec.hub), None
     else:
-        raise TaskDataError(
-            f"task {spec.name}: give the folder holding {spec.file} with --data-dir or ${DATA_DIR_ENV}"
-        )
+        raise TaskDataError(f"task {spec.name}: give the folder holding {spec.file} with {LOCAL_FILES}")
     if spec.size is not None and len(problems) != spec.size:
         raise TaskDataError(
             f"task {spec.name}: expected {spec.size} problems, found {len(problems)} in {source_of(spec, folder)}"
@@ -90,14 +93,39 @@ def _from_hub(task: str, source: HubSource) -> list[Problem]:
     except ImportError:
         raise TaskDataError(
             f"task {task}: loading from the hub needs the 'datasets' package (pip install 'cortbench[hub]'), "
-            f"or give local files with --data-dir / ${DATA_DIR_ENV}"
+            f"or give local files with {LOCAL_FILES}"
         ) from None
+    offline = datasets.config.HF_HUB_OFFLINE  # HF_HUB_OFFLINE or HF_DATASETS_OFFLINE: the cache only
+    if not offline and (silent := _hub_silent()):
+        raise TaskDataError(
+            f"task {task}: the Hugging Face hub does not answer ({silent}); give local files with "
+            f"{LOCAL_FILES}, or set HF_HUB_OFFLINE=1 to read the Hugging Face cache"
+        )
     try:
         rows = datasets.load_dataset(source.dataset, source.config, split=source.split)
     except Exception as exc:  # noqa: BLE001 - offline, missing, renamed: all one clear line
+        if offline:
+            raise TaskDataError(
+                f"task {task}: {source.dataset} is not in the Hugging Face cache, and HF_HUB_OFFLINE keeps "
+                f"the hub from being asked; give local files with {LOCAL_FILES}"
+            ) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TaskDataError(
             f"task {task}: cannot load {source.dataset} from the Hugging Face hub ({first_line}); "
-            f"for local files use --data-dir or ${DATA_DIR_ENV}"
+            f"for local files use {LOCAL_FILES}"
         ) from None
     return rows_to_problems(task, rows, source)
+
+
+@functools.cache
+def _hub_silent() -> str | None:
+    """Why the hub's endpoint does not answer one request, or None when it answers at all. Asked once
+    per process: huggingface_hub retries each of its requests, 30 to 90 s before it gives up offline."""
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except httpx.TransportError as exc:  # no DNS, refused, timed out
+        return f"{constants.ENDPOINT}: {type(exc).__name__}"
+    return None
