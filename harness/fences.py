@@ -51,10 +51,38 @@ def restore_stop(text: str, stop: str | None) -> str:
     return text + stop if stop and not text.endswith(stop) else text
 
 
+def cut_at_stop(text: str, stop: tuple[str, ...], start: int = 0) -> tuple[str, str | None]:
+    """For engines that stop on the token completing a stop string (it may run past it: "```\n\nThe"):
+    the text cut right after the first stop string found from `start`, and that string."""
+    hits = [(i, s) for s in stop if (i := text.find(s, max(0, start))) != -1]
+    if not hits:
+        return text, None
+    i, s = min(hits)
+    return text[: i + len(s)], s
+
+
+def in_block(text: str) -> bool:
+    """Whether `text` ends inside a fenced block (```bash, ```text, ```python, a plain ```...)."""
+    inside = False
+    for line in text.split("\n"):
+        line = line.rstrip()
+        if line.startswith(FENCE) and (not inside or line == FENCE):
+            inside = not inside
+    return inside
+
+
 def stripped_stop(so_far: str, stop: tuple[str, ...]) -> str | None:
     """For servers that strip the stop string without saying which one matched: a stop right where
-    a python block would close is taken as that fence (an end of sequence there is implausible)."""
-    return next((s for s in stop if closed_code(so_far + s) is not None), None)
+    a python block would close, or at the start of a line inside any other open block, is taken as
+    the closing fence (an end of sequence there is implausible). A plain ``` that opens a block
+    cannot be told from an end of sequence after a newline: it is taken as the end."""
+
+    def closes(s: str) -> bool:
+        if closed_code(so_far + s) is not None:
+            return True
+        return s in STOP_STRINGS and so_far.endswith("\n") and in_block(so_far)
+
+    return next((s for s in stop if closes(s)), None)
 
 
 def split_segments(generation: str) -> list[Segment]:

@@ -5,6 +5,12 @@ other (no synchronous rounds where the whole batch waits for its slowest sample)
 
 Protocol facts (CoRT): at most 15 tool calls, the last allowed one's output ends with the limit
 message, after which code is no longer executed; at most 32,768 tokens per call and in total.
+
+The total budget holds exactly: an interpreter output or hint that would not fit ends the
+trajectory with finish_reason "length" (the cell that produced it is still recorded). A fence
+that closes or opens a block other than python (```bash, ```text, a plain ```) does not end the
+turn: generation continues, as in CoRT's own loop, but unlike CoRT it spends no tool call (only
+executed cells count toward the 15); the token budget bounds such continuations.
 """
 
 from __future__ import annotations
@@ -61,7 +67,12 @@ class Completion:
 
 
 class Generator(Protocol):
-    """What the loop needs from a backend: render a chat, continue a raw prompt, count tokens."""
+    """What the loop needs from a backend: render a chat, continue a raw prompt, count tokens.
+
+    A backend may also declare `max_concurrency`: the completions it can serve at once (1 for an
+    in-process engine that generates one sequence at a time; absent or None: no limit). The runner
+    never keeps more trajectories in flight than that (runner.concurrency_for).
+    """
 
     def render_chat(self, messages: list[dict[str, str]]) -> str: ...
 
@@ -120,18 +131,25 @@ async def _drive(out: Rollout, prompt: str, generator: Generator, kernel: Kernel
                  hints: HintPolicy) -> None:  # fmt: skip
     out.prompt_tokens = prompt_tokens = generator.count_tokens(prompt)
 
-    def insert(text: str, point: HintPoint | None = None) -> None:
+    def left() -> int:
+        return limits.max_total_tokens - prompt_tokens - out.generated_tokens - out.inserted_tokens
+
+    def insert(text: str, point: HintPoint | None = None) -> bool:
+        """Append an output block or hint if it fits the budget; False (nothing appended) if not."""
+        tokens = generator.count_tokens(text) if text else 0
+        if tokens > left():
+            out.finish_reason = "length"
+            return False
         if point is not None and text:
             out.hints.append(InsertedHint(point, len(out.generation), text))
         out.generation += text
-        out.inserted_tokens += generator.count_tokens(text) if text else 0
+        out.inserted_tokens += tokens
+        return True
 
-    insert(hints.opening(), "opening")
+    if not insert(hints.opening(), "opening"):
+        return
     while True:
-        budget = min(
-            limits.max_tokens_per_call,
-            limits.max_total_tokens - prompt_tokens - out.generated_tokens - out.inserted_tokens,
-        )
+        budget = min(limits.max_tokens_per_call, left())
         if budget <= 0:
             out.finish_reason = "length"
             break
@@ -146,14 +164,23 @@ async def _drive(out: Rollout, prompt: str, generator: Generator, kernel: Kernel
             out.generation += text.removesuffix(OPEN_PYTHON)
             if out.generation == "" or out.generation.endswith("\n"):  # a real block opening
                 hint = hints.before_code(out.generation)
-                insert(
+                fits = insert(
                     hint if not hint or hint.endswith("\n") else hint + "\n", "before_code"
                 )  # fence: own line
+                if not fits:
+                    out.generation += OPEN_PYTHON  # what the model wrote stays; the budget is spent
+                    break
             out.generation += OPEN_PYTHON
             continue
         out.generation += text
         code = closed_code(out.generation) if completion.finish_reason == "stop" and can_run else None
         if code is None:
+            if (
+                completion.finish_reason == "stop"
+                and completion.stop in STOP_STRINGS
+                and completion.tokens > 0
+            ):
+                continue  # a fence of another block (```bash, ```, ```text): the model goes on writing
             out.finish_reason = completion.finish_reason
             break
         start = time.perf_counter()
@@ -171,7 +198,8 @@ async def _drive(out: Rollout, prompt: str, generator: Generator, kernel: Kernel
         shown = result.output
         if len(out.tool_calls) == limits.max_tool_calls:
             shown += limits.tool_limit_message
-        insert(
-            ("" if out.generation.endswith("\n") else "\n") + output_block(shown)
+        block = ("" if out.generation.endswith("\n") else "\n") + output_block(
+            shown
         )  # fence ended the sequence
-        insert(hints.after_output(out.generation, call), "after_output")
+        if not insert(block) or not insert(hints.after_output(out.generation, call), "after_output"):
+            break  # the budget holds exactly: the cell ran (it is recorded), the model sees no more

@@ -86,8 +86,15 @@ def smollm2_path() -> str:
 def llama_cpp_server(model: str, n_ctx: int = 4096):
     """A real `python -m llama_cpp.server` on a free loopback port; yields its /v1 URL."""
     port = free_port()
+    server = ["-m", "llama_cpp.server"]
+    from cortbench.harness.backends.llamacpp import cpu_has_amx
+
+    if cpu_has_amx():  # the same guard as the in-process backend (see without_extra_buffers)
+        server = ["-c", "import runpy, sys; from cortbench.harness.backends.llamacpp import without_extra_buffers;"
+                  "sys.argv[0] = 'llama_cpp.server'; without_extra_buffers().__enter__();"
+                  "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)"]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port), "--n_ctx", str(n_ctx)],
+        [sys.executable, *server, "--model", model, "--port", str(port), "--n_ctx", str(n_ctx)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"

@@ -45,13 +45,6 @@ async def test_rollout_with_a_real_model_and_sandbox(tiny_model_dir, sandbox):
     assert len(out.tool_calls) <= 2
 
 
-def test_overshooting_last_token_is_cut_after_the_stop_string():
-    from cortbench.harness.backends.hf import _cut_at_stop
-
-    assert _cut_at_stop("x\n```\n\nThe", ("```\n",), last_token_chars=6) == ("x\n```\n", "```\n")
-    assert _cut_at_stop("no fence here", ("```\n",), last_token_chars=4) == ("no fence here", None)
-
-
 def test_backend_args_reach_the_backend_and_unknown_ones_fail_in_one_line(tmp_path, tiny_model_dir):
     import subprocess
     import sys

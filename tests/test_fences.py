@@ -2,7 +2,14 @@
 
 import pytest
 
-from cortbench.harness.fences import closed_code, output_block, restore_stop, split_segments
+from cortbench.harness.fences import (
+    closed_code,
+    cut_at_stop,
+    output_block,
+    restore_stop,
+    split_segments,
+    stripped_stop,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +58,23 @@ def test_split_segments_in_order():
         ("text", "So the answer is \\boxed{1024}."),
     ]
     assert "".join(s.text for s in split_segments("no code at all")) == "no code at all"
+
+
+@pytest.mark.parametrize(
+    "so_far, matched",
+    [
+        ("Compute.\n```python\nprint(1)\n", "```\n"),  # closes python
+        ("I need scipy.\n```bash\npip install scipy\n", "```\n"),  # closes another block
+        ("Output:\n```\n42\n", "```\n"),  # closes a plain block
+        ("So the answer is \\boxed{42}.", None),  # an end of sequence
+        ("So the answer is \\boxed{42}.\n", None),  # after a newline, outside any block
+        ("```python\nx = 1\n```\n```output\n\n```\nDone.\n", None),  # every block closed
+    ],
+)
+def test_a_stripped_stop_is_told_from_an_end_of_sequence(so_far, matched):
+    assert stripped_stop(so_far, ("```\n",)) == matched
+
+
+def test_cut_at_stop_keeps_the_first_stop_and_drops_what_the_token_ran_past():
+    assert cut_at_stop("ls\n```\n\nThe", ("```\n",)) == ("ls\n```\n", "```\n")
+    assert cut_at_stop("no fence here", ("```\n",)) == ("no fence here", None)

@@ -5,6 +5,8 @@ string and strips it), so the loop's protocol behaviour can be pinned exactly: s
 limits, the limit message, and what is never executed.
 """
 
+import re
+
 import pytest
 
 from cortbench.harness.fences import split_segments
@@ -25,9 +27,9 @@ class ScriptedGenerator:
     async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]) -> Completion:
         self.calls.append({"prompt": prompt, "max_tokens": max_tokens, "stop": stop})
         text = self.turns.pop(0)
-        words = text.split(" ")
         if len(text.split()) > max_tokens:
-            return Completion(" ".join(words[:max_tokens]), "length", max_tokens)
+            cut = re.match(rf"(?:\s*\S+){{{max_tokens}}}", text).group(0)
+            return Completion(cut, "length", max_tokens)
         for s in stop:
             if text.endswith(s):
                 return Completion(text[: -len(s)], "stop", self.count_tokens(text), stop=s)
@@ -88,19 +90,49 @@ async def test_a_block_closed_at_the_end_of_the_sequence_runs_and_its_output_sta
 
 
 async def test_only_a_closing_python_fence_runs_code(sandbox):
-    gen = ScriptedGenerator(["Use `x`\n```\nnot python\n```\n", "The end."])
+    gen = ScriptedGenerator(["Use `x`\n```\n", "not python\n```\n", "The end."])
     async with sandbox.session() as kernel:
         out = await run_rollout("Q: ", gen, kernel)
     assert out.tool_calls == [] and out.finish_reason == "stop"
-    assert len(gen.calls) == 1
+    assert out.generation == "Use `x`\n```\nnot python\n```\nThe end."  # the fences did not end the turn
+
+
+async def test_a_bash_block_does_not_end_the_trajectory(sandbox):
+    """Real models write `pip install` in a bash block first: the loop goes on, runs nothing for it,
+    spends no tool call on it, and the python block after it runs."""
+    gen = ScriptedGenerator(
+        [
+            "I need scipy.\n```bash\npip install scipy\n```\n",
+            "Without it, then.\n```python\nprint(sum(range(5)))\n```\n",
+            "So \\boxed{10}.",
+        ]
+    )
+    async with sandbox.session() as kernel:
+        out = await run_rollout("Q: ", gen, kernel, Limits(max_tool_calls=1))
+    assert [c.code for c in out.tool_calls] == ["print(sum(range(5)))"]
+    assert out.generation.endswith("```output\n10" + TOOL_LIMIT_MESSAGE + "\n```\nSo \\boxed{10}.")
+    assert "```bash\npip install scipy\n```\nWithout it" in out.generation
+    assert out.finish_reason == "stop" and len(gen.calls) == 3
 
 
 async def test_total_token_budget_counts_interpreter_output(sandbox):
     gen = ScriptedGenerator(["```python\nprint('w ' * 50)\n```\n", "more words here"])
     async with sandbox.session() as kernel:
         out = await run_rollout("Q: ", gen, kernel, Limits(max_total_tokens=40))
-    assert len(out.tool_calls) == 1
-    assert out.finish_reason == "length"  # the 50-word output used up the budget
+    assert len(out.tool_calls) == 1  # the cell ran and is recorded
+    assert out.finish_reason == "length"  # its 50-word output does not fit the budget
+    assert out.total_tokens <= 40 and "```output" not in out.generation
+
+
+async def test_the_token_budget_holds_exactly_with_outputs_and_hints(sandbox):
+    policy = FixedHints(opening_text="Let me think.\n", after_output_text="Check it again.\n")
+    for budget in range(2, 30):  # every place the budget can run out: hint, turn, output, hint
+        gen = ScriptedGenerator(["a b\n```python\nprint('x y z')\n```\n"] * 10)
+        async with sandbox.session() as kernel:
+            out = await run_rollout("Q: ", gen, kernel, Limits(max_total_tokens=budget), hints=policy)
+        assert out.total_tokens <= budget, budget
+        assert out.total_tokens == 1 + gen.count_tokens(out.generation), budget  # each token counted once
+        assert out.finish_reason == "length", budget
 
 
 async def test_opening_hint_starts_the_turn_and_is_not_counted_as_generated(sandbox):

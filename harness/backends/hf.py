@@ -10,6 +10,8 @@ import threading
 from typing import Any
 
 from ..chat import count_with_tokenizer, render_with_tokenizer
+from ..extras import require
+from ..fences import cut_at_stop
 from ..rollout import Completion
 from . import BackendError, register_backend
 
@@ -35,13 +37,9 @@ class HFGenerator:
         device: str | None = None,
         **load_kwargs: Any,
     ) -> None:
-        try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError:
-            raise BackendError(
-                "the hf backend needs torch and transformers: pip install 'cortbench[hf]'"
-            ) from None
+        torch = require("torch", "hf", "the hf backend")
+        transformers = require("transformers", "hf", "the hf backend")
+        AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(model, str):
             try:
@@ -56,6 +54,9 @@ class HFGenerator:
         self.temperature, self.top_p = temperature, top_p
         self.context_length = getattr(model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time per model: transformers is not re-entrant
+        # One generating and one running its cell: generate() recomputes the whole prompt on every
+        # call anyway, so a second trajectory costs nothing and hides the interpreter's time.
+        self.max_concurrency = 2
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return render_with_tokenizer(self.tokenizer, messages)
@@ -64,18 +65,34 @@ class HFGenerator:
         return count_with_tokenizer(self.tokenizer, text)
 
     async def complete(self, prompt: str, *, max_tokens: int, stop: tuple[str, ...]) -> Completion:
-        return await asyncio.to_thread(self._complete, prompt, max_tokens, stop)
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self._complete, prompt, max_tokens, stop, cancelled)
+        finally:
+            cancelled.set()  # a cancelled trajectory (Ctrl-C) stops its generation at the next token
 
-    def _complete(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> Completion:
+    def _complete(
+        self, prompt: str, max_tokens: int, stop: tuple[str, ...], cancelled: threading.Event
+    ) -> Completion:
         import torch
+        from transformers import StoppingCriteriaList
 
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
         sampling = {"do_sample": False}
         if self.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+
+        def on_cancel(input_ids, _scores, **_) -> torch.Tensor:
+            return torch.full(
+                (input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
         with self._lock, torch.no_grad():
+            if cancelled.is_set():
+                return Completion("", "stop", 0)
             output = self.model.generate(
                 ids,
+                stopping_criteria=StoppingCriteriaList([on_cancel]),
                 max_new_tokens=max_tokens,
                 stop_strings=list(stop) or None,
                 tokenizer=self.tokenizer,
@@ -84,21 +101,11 @@ class HFGenerator:
             )
         new = output[0, ids.shape[1] :].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        text, matched = _cut_at_stop(
-            text, stop, len(self.tokenizer.decode(new[-1:], skip_special_tokens=True))
-        )
+        # generate() stops on the token that completes a stop string, which may run past it
+        # ("```\n\nThe"): look for it in the last token's reach only
+        last = len(self.tokenizer.decode(new[-1:], skip_special_tokens=True))
+        text, matched = cut_at_stop(text, stop, start=len(text) - last - max(map(len, stop), default=0) + 1)
         ended = matched is not None or (new and new[-1] == self.tokenizer.eos_token_id)
         return Completion(
             text, "stop" if ended or len(new) < max_tokens else "length", len(new), stop=matched
         )
-
-
-def _cut_at_stop(text: str, stop: tuple[str, ...], last_token_chars: int) -> tuple[str, str | None]:
-    """generate() stops on the token that completes a stop string, which may run past it
-    ("```\n\nThe"): cut the text right after the stop string, as servers do (minus stripping)."""
-    window = max(0, len(text) - last_token_chars - max((len(s) for s in stop), default=0) + 1)
-    hits = [(i, s) for s in stop if (i := text.find(s, window)) != -1]
-    if not hits:
-        return text, None
-    i, s = min(hits)
-    return text[: i + len(s)], s

@@ -14,6 +14,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..chat import count_with_tokenizer, render_with_tokenizer
+from ..extras import require
 from ..fences import stripped_stop
 from ..rollout import Completion
 from . import BackendError, BackendUnavailable, register_backend
@@ -70,11 +71,11 @@ class OpenAIGenerator:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
         self._slots = asyncio.Semaphore(max_concurrency)
+        self.max_concurrency = max_concurrency
         if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
-
+            transformers = require("transformers", "hf", "the openai backend's --tokenizer")
             try:
-                tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+                tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer)
             except OSError as exc:
                 raise BackendError(
                     f"cannot load tokenizer {tokenizer!r}: {str(exc).splitlines()[0]}"
@@ -85,7 +86,8 @@ class OpenAIGenerator:
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         if self.tokenizer is None:
             raise BackendError(
-                "the openai backend renders prompts with the model's tokenizer: pass tokenizer="
+                "the openai backend renders prompts with the model's chat template: pass --tokenizer "
+                "(an HF tokenizer name or folder)"
             )
         return render_with_tokenizer(self.tokenizer, messages)
 
@@ -122,7 +124,7 @@ class OpenAIGenerator:
         if self.model is None:
             models = (await self._post("/models")).get("data") or []
             if not models:
-                raise BackendError(f"{self.base_url}/models lists no model; pass model=")
+                raise BackendError(f"{self.base_url}/models lists no model; pass --model")
             self.model = models[0]["id"]
         return self.model
 
@@ -148,13 +150,15 @@ class OpenAIGenerator:
 
     @staticmethod
     def _matched_stop(choice: dict[str, Any], so_far: str, stop: tuple[str, ...], finish: str) -> str | None:
-        """Which stop string ended the completion (servers strip it). vLLM says so in `stop_reason`;
-        otherwise a stop right where a python block would close is taken as the fence."""
+        """Which stop string ended the completion (servers strip it). vLLM says so in `stop_reason`,
+        SGLang in `matched_stop`, llama.cpp's server in `stopping_word`; otherwise it is inferred
+        from where the text ends (fences.stripped_stop)."""
         if finish != "stop" or not stop:
             return None
-        if "stop_reason" in choice:
-            reason = choice["stop_reason"]
-            return reason if isinstance(reason, str) else None
+        for field in ("stop_reason", "matched_stop", "stopping_word"):
+            if field in choice:
+                reason = choice[field]
+                return reason if isinstance(reason, str) and reason in stop else None
         return stripped_stop(so_far, stop)
 
     async def aclose(self) -> None:
