@@ -3,7 +3,10 @@
 A finished sample is on disk before anything else happens to it: each line is written with one
 O_APPEND write and fsynced. A crash (even `kill -9`) can at worst leave a torn last line, which
 `open` cuts away; `--resume` then skips every sample already written, so no finished sample is
-lost and none is duplicated. A run directory is never overwritten silently.
+lost and none is duplicated. A run directory is never overwritten silently; one that holds no
+record (a start that failed: unreachable server, bad tokenizer, Ctrl-C before the first sample)
+holds nothing to lose, so a new run may take it, and a store closed without writing a record
+removes what it made.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ def read_run(path: str | Path) -> tuple[dict[str, Any], list[TrajectoryRecord]]:
     return config, records
 
 
+def _holds_records(path: Path) -> bool:
+    if not (path / SAMPLES).is_file():
+        return False
+    with open(path / SAMPLES, "rb") as fh:
+        return any(b"\n" in chunk for chunk in iter(lambda: fh.read(1 << 16), b""))
+
+
 class RunStore:
     """Append-only storage of one run's trajectory records."""
 
@@ -55,6 +65,7 @@ class RunStore:
         self._done: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._made: list[Path] = []  # what open() created, removed again if no record is ever written
 
     @classmethod
     def open(
@@ -70,13 +81,17 @@ class RunStore:
         match the stored run for a resume to make sense (model, tasks, sampling, ...)."""
         path = Path(path)
         existing = (path / CONFIG).exists() or (path / SAMPLES).exists()
-        if existing and overwrite:
-            shutil.rmtree(path)
+        if existing and (overwrite or not _holds_records(path)):
+            (path / CONFIG).unlink(missing_ok=True)
+            (path / SAMPLES).unlink(missing_ok=True)
+            if overwrite:
+                shutil.rmtree(path)
             existing = False
         if existing and not resume:
             raise RunStoreError(
                 f"{path} already holds a run; pass --resume to continue it or --overwrite to replace it"
             )
+        made = [p for p in (*reversed(path.parents), path) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
         if existing:
             stored = cls._read_config(path)
@@ -84,6 +99,8 @@ class RunStore:
             if changed:
                 raise RunStoreError(f"cannot resume {path}: {', '.join(changed)} differ from the stored run")
         store = cls(path, config)
+        if not existing:
+            store._made = [path / SAMPLES, path / CONFIG, *reversed(made)]
         store._write_config(resumed=existing)
         store._load()
         store._fd = os.open(path / SAMPLES, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -148,6 +165,16 @@ class RunStore:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._made and not self._done:  # a start that failed: leave no run behind
+                for made in self._made:
+                    if made.is_dir():
+                        try:
+                            made.rmdir()  # only if still empty
+                        except OSError:
+                            break
+                    else:
+                        made.unlink(missing_ok=True)
+            self._made = []
 
     def __enter__(self) -> RunStore:
         return self

@@ -35,7 +35,8 @@ def test_records_round_trip_through_the_store(tmp_path):
 
 
 def test_existing_run_is_never_overwritten_silently(tmp_path):
-    RunStore.open(tmp_path / "run", {"model": "m"}).close()
+    with RunStore.open(tmp_path / "run", {"model": "m"}) as store:
+        store.append(record("a"))
     with pytest.raises(RunStoreError, match="--resume"):
         RunStore.open(tmp_path / "run", {"model": "m"})
     RunStore.open(tmp_path / "run", {"model": "m"}, overwrite=True).close()
@@ -53,8 +54,28 @@ def test_resume_skips_done_samples_and_refuses_duplicates(tmp_path):
     assert [s["resumed"] for s in sessions] == [False, True]
 
 
+def test_a_start_that_writes_nothing_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "runs" / "new"
+    with RunStore.open(target, {"model": "m"}):
+        pass  # e.g. the server was unreachable: no record
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    RunStore.open(tmp_path / "mine", {"model": "m"}).close()
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_a_run_folder_without_records_is_taken_by_a_new_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"config": {"model": "old"}}')  # left by kill -9
+    (tmp_path / "run" / SAMPLES).write_text("")
+    with RunStore.open(tmp_path / "run", {"model": "m"}) as store:
+        store.append(record("a"))
+    assert read_run(tmp_path / "run")[0] == {"model": "m"}
+
+
 def test_resume_refuses_a_different_model(tmp_path):
-    RunStore.open(tmp_path / "run", {"model": "m"}).close()
+    with RunStore.open(tmp_path / "run", {"model": "m"}) as store:
+        store.append(record("a"))
     with pytest.raises(RunStoreError, match="model"):
         RunStore.open(tmp_path / "run", {"model": "other"}, resume=True, identity=("model",))
 
