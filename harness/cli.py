@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from enum import StrEnum
 from importlib.metadata import entry_points, version
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Annotated
 import typer
 import yaml
 from rich.panel import Panel
+from rich.table import Table
 
-from .console import console, err_console, fail
+from .console import console, err_console, fail, plural, say_error
 from .sandbox import ExecResult, LocalSandbox, SandboxConfig, SandboxError
 
 app = typer.Typer(
@@ -31,10 +31,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: readable at 80 columns, in pipes and CI logs
 )
 sandbox_app = typer.Typer(
     help="The sandboxed, stateful Python interpreter: run cells, check isolation, serve over HTTP.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -56,7 +58,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def options(
     _: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -178,20 +180,26 @@ def run(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds per cell (protocol: 30).")
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 16,
+    concurrency: Annotated[
+        int, typer.Option(help="Trajectories at once (capped by what the backend can serve at once).")
+    ] = 16,
     backend_arg: BackendArgs = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --output.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run in --output.")
+    ] = False,
+    no_score: Annotated[
+        bool, typer.Option("--no-score", help="Do not grade the run at the end (cortbench score does).")
+    ] = False,
 ) -> None:
     """Run a model on problems with the interpreter in the loop; every trajectory is recorded."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from .backends import BackendError, get_backend
-    from .rollout import GenerationUnavailable
+    from .backends import get_backend
+    from .progress import RunProgress
     from .run_settings import RUN_IDENTITY, RunSettingsError, resolve_run
-    from .runner import SamplingPlan, run_samples
-    from .store import RunStore, RunStoreError
+    from .runner import SamplingPlan, concurrency_for, run_samples
+    from .store import RunStore
 
     try:
         run = resolve_run(
@@ -201,10 +209,12 @@ def run(
     except RunSettingsError as exc:
         fail(str(exc))
     options = _backend_options(backend, model, base_url, tokenizer, run.temperature, run.top_p, backend_arg)
+    if backend == "openai":
+        options.setdefault("max_concurrency", concurrency)  # a server serves what you pass
     config = run.config(backend=backend, model=model, limit=limit, hint=hint,
                         backend_args=backend_arg or [], tokenizer=tokenizer)  # fmt: skip
 
-    async def go() -> dict:
+    async def go() -> tuple[RunProgress, int]:
         generator = get_backend(backend, **options)
         if model is None and hasattr(generator, "model_path"):  # the embedded default: say which model ran
             config["model_file"] = os.path.basename(generator.model_path)
@@ -213,60 +223,64 @@ def run(
             err_console.print(
                 f"note: the model's context is {limits.max_total_tokens} tokens; trajectories are capped there"
             )
-        plan = SamplingPlan(hints=run.hints, limits=limits, concurrency=concurrency, per_task=run.samples)
-        stats = {"samples": 0, "tool_calls": 0, "tool_errors": 0, "tokens": 0, "length": 0, "failed": 0}
+        at_once = concurrency_for(generator, concurrency)
+        if at_once < concurrency:
+            err_console.print(f"note: the {backend} backend serves {plural(at_once, 'completion')} at a time: "
+                              f"running {at_once} at once, not {concurrency} (more would only queue)")  # fmt: skip
+        plan = SamplingPlan(hints=run.hints, limits=limits, concurrency=at_once, per_task=run.samples)
         with RunStore.open(
             output, config, resume=resume, overwrite=overwrite, identity=RUN_IDENTITY
         ) as store:
             total = sum(run.samples[p.task][0] for p in run.problems)
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[rate]}"), console=err_console,
-            ) as progress:  # fmt: skip
-                bar = progress.add_task("samples", total=total, completed=len(store), rate="")
-                started = time.perf_counter()
-
-                def on_record(record) -> None:
-                    stats["samples"] += 1
-                    stats["tool_calls"] += len(record.tool_calls)
-                    stats["tool_errors"] += sum(not c.ok for c in record.tool_calls)
-                    stats["tokens"] += record.tokens.generated
-                    stats["length"] += record.finish_reason == "length"
-                    stats["failed"] += record.error is not None
-                    elapsed = time.perf_counter() - started
-                    rate = f"{stats['tokens'] / elapsed:.0f} tok/s · {stats['tool_calls'] / elapsed:.1f} calls/s · {stats['tool_errors']} code errors"
-                    progress.update(bar, advance=1, rate=rate)
-
-                warm = min(concurrency, 16)  # trajectories past the warm ones wait for a kernel start
+            warm = min(at_once, 16)  # trajectories past the warm ones wait for a kernel start
+            with RunProgress(total, len(store)) as progress:
                 async with LocalSandbox(SandboxConfig(timeout_s=run.timeout_s, warm_kernels=warm)) as sandbox:
-                    await run_samples(run.problems, generator, sandbox, store, plan, on_record=on_record)
-            stats["total_in_run"] = len(store)
-        return stats
+                    await run_samples(run.problems, generator, sandbox, store, plan, on_record=progress.add)
+            return progress, len(store)
+
+    progress, in_run = _run_to_the_end(go(), output)
+    s = progress.stats
+    table = Table("", "", title=f"cortbench run -> {output}", show_header=False)
+    for label, value in (
+        ("samples written now", s.samples), ("in the run", in_run), ("tool calls", s.tool_calls),
+        ("code errors", s.code_errors), ("generated tokens", s.tokens), ("hit the length limit", s.length),
+        ("failed (see error)", s.failed),
+    ):  # fmt: skip
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    if not no_score and in_run:
+        _summaries(output)
+
+
+def _run_to_the_end(coro, output: Path):
+    """Run `cortbench run`'s coroutine; an outage, a store error or Ctrl-C is one line, and every
+    finished sample stays written (Ctrl-C cancels the trajectories in flight; backends stop their
+    generation at the next token)."""
+    from .backends import BackendError
+    from .rollout import GenerationUnavailable
+    from .store import RunStoreError
+
+    def kept() -> str:
+        if (output / "samples.jsonl").is_file():
+            return f"finished samples are in {output}: continue with --resume"
+        return "nothing was written"
 
     try:
-        stats = asyncio.run(go())
+        return asyncio.run(coro)
     except (BackendError, GenerationUnavailable, RunStoreError, SandboxError) as exc:
-        fail(f"{exc}; finished samples are in {output}: continue with --resume")
+        fail(f"{exc}; {kept()}")
     except KeyboardInterrupt:
-        fail(f"interrupted; finished samples are in {output}: continue with --resume")
-    table = Table(title=f"cortbench run -> {output}")
-    for column in (
-        "samples written now",
-        "in the run",
-        "tool calls",
-        "code errors",
-        "generated tokens",
-        "hit length limit",
-        "failed (see error)",
-    ):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(
-            str(stats[k])
-            for k in ("samples", "total_in_run", "tool_calls", "tool_errors", "tokens", "length", "failed")
-        )
-    )
-    console.print(table)
+        fail(f"interrupted; {kept()}")
+
+
+def _summaries(output: Path) -> None:
+    """The other parts' closing summaries of a finished run (the analyzers grade it and show avg@k),
+    plugged in through the `cortbench.run_summaries` entry points; one that fails is one warning."""
+    for entry in sorted(entry_points(group="cortbench.run_summaries"), key=lambda e: e.name):
+        try:
+            entry.load()(output, console)
+        except Exception as exc:  # noqa: BLE001 - the run itself is written; a summary must not hide that
+            err_console.print(f"warning: the {entry.name!r} summary failed: {exc}")
 
 
 @app.command("serve")
@@ -457,5 +471,17 @@ def _add_commands_of_other_parts() -> None:
 
 _add_commands_of_other_parts()
 
+
+def main() -> None:
+    """The `cortbench` command: the app, with a missing extra as its one line wherever it is met."""
+    from .extras import MissingExtra
+
+    try:
+        app()
+    except MissingExtra as exc:
+        say_error(str(exc))
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -36,6 +36,13 @@ class SamplingPlan:
         return self.per_task.get(task, (self.n, self.instruction))[1]
 
 
+def concurrency_for(generator: Generator, requested: int) -> int:
+    """Trajectories to keep in flight: what was asked, capped by what the backend can serve at once
+    (more only queue inside the backend, holding kernels and writing nothing)."""
+    limit = getattr(generator, "max_concurrency", None)
+    return max(1, min(requested, limit) if limit else requested)
+
+
 def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollout, generator: Generator,
                  started_at: float) -> TrajectoryRecord:  # fmt: skip
     segments = split_segments(rollout.generation)
@@ -76,7 +83,8 @@ async def run_samples(
 ) -> int:
     """Run every sample the store does not hold yet; returns how many were written now.
 
-    Trajectories run concurrently up to `plan.concurrency`, each in its own kernel, and never wait
+    Trajectories run concurrently up to `plan.concurrency` (capped by the backend's
+    `max_concurrency`), each in its own kernel, and never wait
     for each other. A trajectory that fails is written with finish_reason "error" and the
     exception in `error`; only a backend or sandbox that is down (rollout.OUTAGES) or a store
     that cannot write stops the run. What was written stays written, and
@@ -88,7 +96,7 @@ async def run_samples(
         for i in range(plan.samples(p.task))
         if not store.is_done(p.task, p.problem_id, i)
     ]
-    slots = asyncio.Semaphore(plan.concurrency)
+    slots = asyncio.Semaphore(concurrency_for(generator, plan.concurrency))
     written = 0
 
     async def one(problem: Problem, idx: int) -> None:
