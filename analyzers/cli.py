@@ -127,32 +127,29 @@ def score_command(
 
     from .grading import Grader, GradingError
     from .results_file import ResultsFileError
-    from .scoring import score_run
+    from .scoring import NothingToScore, plural, score_run
 
     try:
         with Grader(workers=workers, timeout_s=timeout) as grader:
             for run in runs:
                 results = score_run(run, grader, seed=seed)
                 console.print(results_table(results, title=f"cortbench score {run}"))
+                for note in unfinished(results):
+                    console.print(f"[yellow]{note}[/]", highlight=False)
+                if results.get("samples_without_gold"):
+                    console.print(f"[yellow]{plural(results['samples_without_gold'], 'record')} of "
+                                  f"{results['samples']:,} have no gold answer: not scored[/]", highlight=False)  # fmt: skip
                 if results["grading_errors"]:
-                    console.print(f"[yellow]{results['grading_errors']} samples could not be graded "
-                                  "(counted wrong; see grading_error in grades.jsonl)[/]")  # fmt: skip
-    except (RunStoreError, GradingError, ResultsFileError) as exc:
+                    console.print(f"[yellow]{plural(results['grading_errors'], 'sample')} could not be graded "
+                                  "(counted wrong; see grading_error in grades.jsonl)[/]", highlight=False)  # fmt: skip
+    except (RunStoreError, GradingError, ResultsFileError, NothingToScore) as exc:
         fail(str(exc))
 
 
 def results_table(results: dict, title: str):
-    """The paper's columns (AIME24 ... Olympiad, Avg) as rows of metrics, with 95% intervals."""
+    """The paper's columns (AIME24 ... Olympiad, Avg) as rows of metrics, with 95% intervals; a task
+    short of its samples shows "k=1 of 16". Labels are short enough for 80 columns."""
     from rich.table import Table
-
-    from cortbench.tasks.problems import TaskDataError
-    from cortbench.tasks.registry import get_task
-
-    def title_of(name: str) -> str:
-        try:
-            return get_task(name).title
-        except TaskDataError:
-            return name
 
     def pct(e: dict | None) -> str:
         if not e:
@@ -163,22 +160,26 @@ def results_table(results: dict, title: str):
     def number(value, digits: int = 0, scale: float = 1.0) -> str:
         return "-" if value is None else f"{scale * value:,.{digits}f}"
 
+    def k_of(t: dict) -> str:
+        expected = t.get("k_expected", t["k"])
+        return f"k={t['k']}" if t["k"] >= expected else f"k={t['k']} of {expected}"
+
     tasks = results["tasks"]
     group = next(iter(results["groups"].values()), None)
     names = [*(group["tasks"] if group else []), *(t for t in tasks if not group or t not in group["tasks"])]
     table = Table(title=title)
     table.add_column("metric")
     for name in names:
-        table.add_column(f"{title_of(name)}\n(k={tasks[name]['k']})", justify="right")
+        table.add_column(f"{_title_of(name)}\n({k_of(tasks[name])})", justify="right")
     if group:
         table.add_column("Avg", justify="right")
     rows = {
         "avg@k (pass@1) %": lambda t: pct(t["avg@k"]),
         "pass@k %": lambda t: pct(t["pass@k"][str(t["k"])]),
         "maj@k %": lambda t: pct(t["maj@k"][str(t["k"])]),
-        "tokens (all)": lambda t: number(t["tokens"]["all"]),
-        "tokens (correct)": lambda t: number(t["tokens"]["correct"]),
-        "tokens (incorrect)": lambda t: number(t["tokens"]["incorrect"]),
+        "tokens: all": lambda t: number(t["tokens"]["all"]),
+        "tokens: correct": lambda t: number(t["tokens"]["correct"]),
+        "tokens: wrong": lambda t: number(t["tokens"]["incorrect"]),
         "tool calls / sample": lambda t: number(t["code"]["tool_calls_per_sample"], 2),
         "code success %": lambda t: number(t["code"]["code_success_rate"], 1, 100),
         "problems / samples": lambda t: f"{t['problems']} / {t['samples']}",
@@ -188,6 +189,29 @@ def results_table(results: dict, title: str):
         extra = [pct(group["avg@k"])] if group and label.startswith("avg@k") else [""] if group else []
         table.add_row(label, *(cell(tasks[n]) for n in names), *extra)
     return table
+
+
+def _title_of(name: str) -> str:
+    from cortbench.tasks.problems import TaskDataError
+    from cortbench.tasks.registry import get_task
+
+    try:
+        return get_task(name).title
+    except TaskDataError:
+        return name
+
+
+def unfinished(results: dict) -> list[str]:
+    """One line per task short of what run.json asked for, and how to finish the run."""
+    from .scoring import shortfall
+
+    tasks = results["tasks"]
+    lines = [f"{_title_of(n)} is incomplete: {shortfall(t)}" for n, t in tasks.items() if shortfall(t)]
+    if results.get("tasks_missing"):
+        lines.append("no samples yet: " + ", ".join(_title_of(n) for n in results["tasks_missing"]))
+    if lines and results["config"].get("samples"):
+        lines.append("the same `cortbench run` with --resume samples the rest")
+    return lines
 
 
 def analyze_command(
@@ -228,13 +252,16 @@ def analyze_command(
 
 
 def analysis_tables(summary: dict, top: int = 15) -> list:
-    """Rich tables of an analysis summary: code per task, error kinds, token split, libraries, cell
-    purpose and behaviours."""
+    """Rich tables of an analysis summary: code per task, its failures, error kinds, token split,
+    libraries, cell purpose and behaviours. Each fits in 80 columns: tables have at most six
+    columns, and what varies per task in a table keyed by something else goes in a "by task" cell
+    (one task a line) rather than a column per task."""
     from rich.table import Table
 
     tasks = summary["tasks"]
     names = list(tasks)
-    scopes = [(n, tasks[n]) for n in names] + ([("all", summary["all"])] if len(names) > 1 else [])
+    several = len(names) > 1
+    scopes = [(n, tasks[n]) for n in names] + ([("all", summary["all"])] if several else [])
 
     def pct(value) -> str:
         return "-" if value is None else f"{100 * value:.1f}"
@@ -242,75 +269,74 @@ def analysis_tables(summary: dict, top: int = 15) -> list:
     def num(value, digits: int = 0) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
-    code = Table(title="code per task")
-    for column in ("task", "trajectories", "usage %", "success %", "calls / resp.", "blocks / resp.",
-                   "failed calls", "tool-limit hits", "unclosed at length", "unparseable cells"):  # fmt: skip
-        code.add_column(column, justify="left" if column == "task" else "right")
+    def table(title: str, first: str, *columns: str, caption: str | None = None) -> Table:
+        out = Table(title=title, caption=caption)
+        out.add_column(first, overflow="fold")  # a long task or module name folds, never "…"
+        for column in columns:  # one task a line in "by task", never split
+            out.add_column(column, justify="left" if column in ("by task", "stdlib") else "right",
+                           no_wrap=column == "by task")  # fmt: skip
+        return out
+
+    code = table("code per task", "task", "trajectories", "usage %", "success %", "calls /\nresponse",
+                 "blocks /\nresponse")  # fmt: skip
+    failures = table("failed and unfinished code per task", "task", "failed\ncalls", "tool-limit\nhits",
+                     "unclosed\nat length", "unparseable\ncells")  # fmt: skip
     for name, s in scopes:
         c = s["code"]
         code.add_row(name, str(s["trajectories"]), pct(c["code_usage_rate"]), pct(c["code_success_rate"]),
-                     num(c["calls_per_response"], 2), num(c["blocks_per_response"], 2), str(c["failed_calls"]),
-                     str(c["tool_limit_hits"]), str(c["unclosed_at_length"]), str(s["unparseable_cells"]))  # fmt: skip
+                     num(c["calls_per_response"], 2), num(c["blocks_per_response"], 2))  # fmt: skip
+        failures.add_row(name, str(c["failed_calls"]), str(c["tool_limit_hits"]), str(c["unclosed_at_length"]),
+                         str(s["unparseable_cells"]))  # fmt: skip
 
-    errors = Table(title="error kinds (failed calls)")
-    errors.add_column("kind")
-    for name, _ in scopes:
-        errors.add_column(name, justify="right")
-    kinds = list(summary["all"]["code"]["error_kinds"])
-    for kind in kinds:
-        errors.add_row(kind, *(str(s["code"]["error_kinds"].get(kind, 0)) for _, s in scopes))
+    errors = table("error kinds (failed calls)", "kind", "failed calls", *(["by task"] if several else []))
+    kinds = summary["all"]["code"]["error_kinds"]
+    for kind, count in kinds.items():
+        by_task = "\n".join(f"{n} {s['code']['error_kinds'][kind]}" for n, s in scopes[:-1]
+                            if s["code"]["error_kinds"].get(kind))  # fmt: skip
+        errors.add_row(kind, str(count), *([by_task] if several else []))
     if not kinds:
-        errors.add_row("(none)", *("0" for _ in scopes))
+        errors.add_row("(none)", "0", *([""] if several else []))
 
     label = ", ".join(f"{k} ({v})" for k, v in summary["tokenizers"].items()) or "-"
-    tokens = Table(title="tokens per trajectory (mean)", caption=f"tokenizer: {label}")
-    tokens.add_column("task")
-    for column in ("reasoning", "code", "output", "final answer", "hints", "generated", "response",
-                   "generated %"):  # fmt: skip
-        tokens.add_column(column, justify="right")
+    segments = table("tokens per trajectory by segment (mean)", "task", "reasoning", "code", "output",
+                     "final answer", "hints")  # fmt: skip
+    totals = table("tokens per trajectory (mean)", "task", "response", "generated", "generated %",
+                   caption=f"tokenizer: {label}")  # fmt: skip
     for name, s in scopes:
         t = s["tokens"]
-        tokens.add_row(name, *(num(t[p]) for p in ("reasoning", "code", "output", "final_answer", "hints",
-                                                    "generated", "response")), pct(t["generated_share"]))  # fmt: skip
+        segments.add_row(name, *(num(t[p]) for p in ("reasoning", "code", "output", "final_answer", "hints")))
+        totals.add_row(name, num(t["response"]), num(t["generated"]), pct(t["generated_share"]))
 
-    libraries = Table(title=f"library adoption (top {top}; % of trajectories importing the module)")
-    libraries.add_column("module")
-    libraries.add_column("stdlib")
-    for name, _ in scopes:
-        libraries.add_column(f"{name} %", justify="right")
-    libraries.add_column("executed %", justify="right")
-    libraries.add_column("first cell (median)", justify="right")
-    overall = summary["all"]["libraries"]
-    for module, m in list(overall.items())[:top]:
-        per_scope = [pct(s["libraries"][module]["adoption"]) if module in s["libraries"] else "0.0"
-                     for _, s in scopes]  # fmt: skip
-        libraries.add_row(module, "yes" if m["stdlib"] else "no", *per_scope, pct(m["executed_adoption"]),
-                          num(m["median_first_cell"], 1))  # fmt: skip
-    out = [code, errors, tokens, libraries]
+    libraries = table(f"library adoption (top {top}; % of trajectories importing the module)", "module",
+                      "stdlib", "imported\n%", "executed\n%", "first cell\n(median)",
+                      *(["by task"] if several else []))  # fmt: skip
+    for module, m in list(summary["all"]["libraries"].items())[:top]:
+        by_task = "\n".join(f"{n} {pct(s['libraries'][module]['adoption'])}" for n, s in scopes[:-1]
+                            if module in s["libraries"])  # fmt: skip
+        libraries.add_row(module, "yes" if m["stdlib"] else "no", pct(m["adoption"]), pct(m["executed_adoption"]),
+                          num(m["median_first_cell"], 1), *([by_task] if several else []))  # fmt: skip
+    out = [code, failures, errors, segments, totals, libraries]
     if "purpose" in summary:
-        purpose = Table(title="purpose of executed cells (heuristic; docs/purpose.md)")
-        for column in ("task", "cells", "calculation %", "verification %"):
-            purpose.add_column(column, justify="left" if column == "task" else "right")
+        purpose = table("purpose of executed cells (heuristic; docs/purpose.md)", "task", "cells",
+                        "calculation %", "verification %")  # fmt: skip
         for name, p in summary["purpose"].items():
             purpose.add_row(name, str(p["cells"]), pct(p["calculation"]), pct(p["verification"]))
         out.append(purpose)
     if "behaviours" in summary:
-        behaviours = Table(title="inefficient behaviours (% of trajectories; tokens inside their spans)",
+        behaviours = table("inefficient behaviours (tokens: inside their spans)", "task", "behaviour",
+                           "% of\ntrajectories", "spans", "tokens",
                            caption=f"tokenizer: {summary.get('behaviour_tokenizer')}")  # fmt: skip
-        behaviours.add_column("task")
-        for column in ("delayed computation %", "spans", "tokens", "result distrust %", "spans ", "tokens "):
-            behaviours.add_column(column, justify="right")
+        behaviours.columns[1].justify = "left"
         for name, b in summary["behaviours"].items():
-            d, r = b["delayed_computation"], b["result_distrust"]
-            behaviours.add_row(name, pct(d["rate"]), str(d["spans"]), num(d["span_tokens"]), pct(r["rate"]),
-                               str(r["spans"]), num(r["span_tokens"]))  # fmt: skip
+            for i, (kind, key) in enumerate((("delayed computation", "delayed_computation"),
+                                             ("result distrust", "result_distrust"))):  # fmt: skip
+                d = b[key]
+                behaviours.add_row(name if i == 0 else "", kind, pct(d["rate"]), str(d["spans"]),
+                                   num(d["span_tokens"]), end_section=i == 1)  # fmt: skip
         out.append(behaviours)
     rdkit = summary.get("rdkit")
     if rdkit:
-        chem = Table(title="RDKit adoption on chemistry problems (CoRT: 81.3%)")
-        chem.add_column("task")
-        chem.add_column("trajectories", justify="right")
-        chem.add_column("rdkit %", justify="right")
+        chem = table("RDKit adoption on chemistry problems (CoRT: 81.3%)", "task", "trajectories", "rdkit %")
         for task, r in rdkit["by_task"].items():
             chem.add_row(task, str(r["trajectories"]), pct(r["adoption"]))
         chem.add_row("all", str(rdkit["chemistry_trajectories"]), pct(rdkit["adoption"]))

@@ -3,6 +3,9 @@
 `score_run` never regenerates anything: it reads runs/<name>/samples.jsonl, grades each sample with
 math-verify (a sample whose grading fails is counted wrong and flagged, never dropped), writes the
 per-sample grades to grades.jsonl and the metrics to results.json (schema: docs/results.md).
+Records without a gold answer (`cortbench serve --record` of a request that sent none) are kept in
+grades.jsonl but not scored; a task's k and problems are compared with what run.json asked for, so
+an unfinished run says so instead of passing for a complete run with fewer samples.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import numpy as np
 
 from ..harness.records import TrajectoryRecord
 from ..harness.store import read_run
-from ..tasks.registry import groups
+from ..tasks.loading import source_of
+from ..tasks.problems import TaskDataError
+from ..tasks.registry import get_task, groups
 from .chem import answer_key, grade_chem, uses_chem_grader
 from .grading import Grade, Grader
 from .metrics import Estimate, estimate, majority_correct, mean_of, pass_at_k
@@ -45,22 +50,32 @@ class SampleGrade:
     failed_tool_calls: int
     finish_reason: str
     grader: str  # "math-verify" or "chem"
+    has_gold: bool = True  # False: the record carries no gold answer; kept, never scored
+
+
+class NothingToScore(ValueError):
+    """No record of the run carries a gold answer: a score would be a meaningless 0%."""
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 problem", "30 problems" (nouns here take an s)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def grade_records(records: list[TrajectoryRecord], grader: Grader) -> list[SampleGrade]:
     """Grade every record against its gold and group each problem's answers into equivalence classes.
 
     Math answers go through math-verify as the protocol says; chemistry problems (cort_chem) carry
-    their own answer type and tolerance and are graded by `chem.grade_chem` in this process."""
+    their own answer type and tolerance and are graded by `chem.grade_chem` in this process. A record
+    without gold is not graded (its row says `has_gold: false`)."""
     chem = [uses_chem_grader(r.problem_meta) for r in records]
-    math = [i for i, is_chem in enumerate(chem) if not is_chem]
+    gold = [r.gold is not None for r in records]
+    math = [i for i, is_chem in enumerate(chem) if not is_chem and gold[i]]
     grades: list[Grade] = [Grade(False)] * len(records)
-    for i, grade in zip(
-        math, grader.grade_many((records[i].gold or "", records[i].generation) for i in math)
-    ):
+    for i, grade in zip(math, grader.grade_many((records[i].gold, records[i].generation) for i in math)):
         grades[i] = grade
-    for i in (i for i, is_chem in enumerate(chem) if is_chem):
-        grades[i] = grade_chem(records[i].gold or "", records[i].generation, records[i].problem_meta)
+    for i in (i for i, is_chem in enumerate(chem) if is_chem and gold[i]):
+        grades[i] = grade_chem(records[i].gold, records[i].generation, records[i].problem_meta)
     by_problem: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         by_problem[(record.task, record.problem_id)].append(i)
@@ -88,8 +103,6 @@ def _labels_by_key(keys: list) -> list[int | None]:
 def _sample_grade(
     record: TrajectoryRecord, grade: Grade, answer_class: int | None, grader: str
 ) -> SampleGrade:
-    if record.gold is None:
-        grade = Grade(False, grade.extracted, "the record has no gold answer")
     return SampleGrade(
         record.task,
         record.problem_id,
@@ -104,6 +117,7 @@ def _sample_grade(
         sum(not c.ok for c in record.tool_calls),
         record.finish_reason,
         grader,
+        record.gold is not None,
     )
 
 
@@ -128,9 +142,42 @@ def answer_classes(answers: list[str | None], grader: Grader) -> list[int | None
     return [None if a is None else label[a] for a in answers]
 
 
-def task_metrics(samples: list[SampleGrade], *, seed: int = 0) -> tuple[dict[str, Any], Estimate]:
+@dataclass(frozen=True)
+class Intended:
+    """What a run set out to sample for a task, from run.json; None where it does not say."""
+
+    k: int | None = None  # samples per problem (config "samples": {task: k})
+    problems: int | None = None  # the registered task's size less the offset, cut to the limit
+
+
+def intended(task: str, config: dict[str, Any]) -> Intended:
+    """The task's k and number of problems a `cortbench run` asked for. The problem count is known
+    only for a registered task read from its own source (a task file of one's own may be any size)."""
+    samples = config.get("samples")
+    k = samples.get(task) if isinstance(samples, dict) else None
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return Intended()
+    try:
+        spec = get_task(task)
+    except TaskDataError:
+        return Intended(k)
+    source = str((config.get("sources") or {}).get(task, ""))
+    own = (spec.hub is not None and source == source_of(spec, None)) or (
+        spec.file is not None and Path(source).name == Path(spec.file).name
+    )
+    if spec.size is None or not own:
+        return Intended(k)
+    left = max(0, spec.size - int(config.get("offset") or 0))
+    limit = config.get("limit")
+    return Intended(k, min(left, limit) if isinstance(limit, int) and limit >= 0 else left)
+
+
+def task_metrics(
+    samples: list[SampleGrade], *, seed: int = 0, plan: Intended = Intended()
+) -> tuple[dict[str, Any], Estimate]:
     """The metrics of one task from its graded samples (each problem reduced to one score first),
-    and its avg@k estimate (with bootstrap replicates, for group means)."""
+    and its avg@k estimate (with bootstrap replicates, for group means). `plan`: what the run asked
+    for, against which the task is complete or not."""
     problems: dict[str, list[SampleGrade]] = defaultdict(list)
     for s in samples:
         problems[s.problem_id].append(s)
@@ -156,11 +203,16 @@ def task_metrics(samples: list[SampleGrade], *, seed: int = 0) -> tuple[dict[str
     calls = [s.tool_calls for s in samples]
     total_calls = sum(calls)
     avg = estimate([float(np.mean(c)) for c in correct], seed=seed)
+    k_expected = plan.k or n_max
+    problems_expected = plan.problems or len(problems)
     return {
         "problems": len(problems),
         "samples": len(samples),
         "k": n_min,
-        "complete": n_min == n_max,
+        "complete": n_min == n_max and n_min >= k_expected and len(problems) >= problems_expected,
+        "k_expected": k_expected,
+        "problems_expected": problems_expected,
+        "samples_expected": k_expected * problems_expected,
         "avg@k": avg.to_dict(),
         "pass@k": pass_k,
         "maj@k": maj_k,
@@ -198,13 +250,37 @@ def _count(values) -> dict[str, int]:
     return counts
 
 
+def shortfall(task: dict[str, Any]) -> str | None:
+    """What an unfinished task of results.json lacks, in words ("1 of 16 samples for 30 problems");
+    None when it is complete."""
+    if task.get("complete", True):
+        return None
+    have, want = task["problems"], task.get("problems_expected", task["problems"])
+    k, k_expected = task["k"], task.get("k_expected", task["k"])
+    uniform = task["samples"] == k * have
+    if uniform and have >= want:
+        return f"{k} of {plural(k_expected, 'sample')} for {plural(have, 'problem')}"
+    details = [f"{have} of {want} problems"] if have < want else []
+    if not uniform:
+        details.append(f"from {k} to {k_expected} per problem")
+    elif k < k_expected:
+        details.append(f"{k} of {k_expected} per problem")
+    expected = task.get("samples_expected", k_expected * want)
+    return f"{task['samples']:,} of {plural(expected, 'sample')} ({', '.join(details)})"
+
+
 def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
-    """results.json: per-task metrics, and each registered group whose tasks are all in the run
-    (the group score is the plain mean of its task scores)."""
+    """results.json: per-task metrics of the samples with gold, and each registered group whose tasks
+    are all in the run (the group score is the plain mean of its task scores); whether the run holds
+    every sample run.json asked for."""
     by_task: dict[str, list[SampleGrade]] = defaultdict(list)
     for g in grades:
-        by_task[g.task].append(g)
-    computed = {name: task_metrics(samples, seed=seed) for name, samples in by_task.items()}
+        if g.has_gold:
+            by_task[g.task].append(g)
+    computed = {
+        name: task_metrics(samples, seed=seed, plan=intended(name, config))
+        for name, samples in by_task.items()
+    }
     tasks = {name: metrics for name, (metrics, _) in computed.items()}
     avg_estimates = {name: avg for name, (_, avg) in computed.items()}
     group_results = {}
@@ -215,6 +291,12 @@ def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 
                 "avg@k": mean_of([avg_estimates[t] for t in group.tasks]).to_dict(),
                 "complete": all(tasks[t]["complete"] for t in group.tasks),
             }
+    planned = config.get("samples") if isinstance(config.get("samples"), dict) else {}
+    missing = [t for t in planned if t not in tasks]  # asked for, but not one sample with gold yet
+    unplanned = [intended(t, config) for t in missing]
+    expected = [t["samples_expected"] for t in tasks.values()] + [
+        p.k * p.problems if p.k and p.problems else None for p in unplanned
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "model": config.get("model"),
@@ -223,7 +305,11 @@ def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 
         "scored_at": time.time(),
         "grader": {"name": "math-verify", "version": version("math-verify")},
         "samples": len(grades),
+        "samples_without_gold": sum(not g.has_gold for g in grades),
         "grading_errors": sum(g.grading_error is not None for g in grades),
+        "complete": not missing and all(t["complete"] for t in tasks.values()),
+        "samples_expected": None if None in expected else sum(expected),  # type: ignore[arg-type]
+        "tasks_missing": missing,
         "tasks": tasks,
         "groups": group_results,
     }
@@ -233,6 +319,11 @@ def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str
     """Grade a saved run and write grades.jsonl and results.json next to its records."""
     run_dir = Path(run_dir)
     config, records = read_run(run_dir)
+    if records and all(r.gold is None for r in records):
+        raise NothingToScore(
+            f"{run_dir}: no gold answers in these records: nothing to score "
+            '(a request to `cortbench serve --record` carries one in its "gold" field)'
+        )
     grades = grade_records(records, grader)
     results = summarize(grades, config, seed=seed)
     write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))

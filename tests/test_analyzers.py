@@ -369,3 +369,19 @@ def test_analyze_a_real_run(tiny_model_dir, tmp_path):
     recount = analyze_run(_write_run(tmp_path / "stripped", stripped), tiny_model_dir, write=False)
     assert set(recount.trajectories["tokenizer"]) == {f"hf:{tiny_model_dir}"}
     assert recount.trajectories["tokens_response"].sum() == segment_total
+
+
+def test_analyze_tables_are_readable_in_80_columns(tmp_path):
+    """Piped (no TTY) at COLUMNS=80: no line wider, no header or task cut to "…" ("traj…")."""
+    import os
+
+    records = _run_records()
+    for r in records:
+        r.task = r.task.replace("aime24", "olympiad_bench")
+    run = _write_run(tmp_path / "run", records)
+    done = _cortbench("analyze", str(run), timeout=300, env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert max(map(len, done.stdout.splitlines())) <= 80 and "…" not in done.stdout, done.stdout
+    for word in ("trajectories", "success %", "unparseable", "olympiad_bench", "reasoning", "generated %",
+                 "first cell", "delayed computation", "ModuleNotFoundError"):  # fmt: skip
+        assert word in done.stdout, word

@@ -69,11 +69,92 @@ def test_score_run_writes_grades_and_results(tmp_path, grader):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["tasks"]["aime24"]["k"] == 4
 
 
-def test_a_sample_without_gold_is_wrong_and_flagged_never_dropped(tmp_path, grader):
+def test_samples_without_gold_are_kept_but_not_scored_and_counted(tmp_path, grader):
     _write_run(tmp_path / "run", [_record("mine", "0", 0, "2", "2"), _record("mine", "1", 0, "2", None)])
     results = score_run(tmp_path / "run", grader)
-    assert results["samples"] == 2 and results["grading_errors"] == 1
-    assert results["tasks"]["mine"]["avg@k"]["value"] == 0.5
+    assert (results["samples"], results["samples_without_gold"], results["grading_errors"]) == (2, 1, 0)
+    assert results["tasks"]["mine"]["avg@k"]["value"] == 1.0 and results["tasks"]["mine"]["samples"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
+    assert [r["has_gold"] for r in rows] == [True, False]  # one line per record, still
+
+
+def test_records_without_any_gold_are_not_scored_as_zero(tmp_path):
+    """`cortbench serve --record` of requests that sent no gold: one line, not a 0% score."""
+    _write_run(
+        tmp_path / "run", [_record("serve", str(p), 0, "2", None) for p in range(3)], {"served_model": "x"}
+    )
+    done = _score(tmp_path / "run")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'run'}: no gold answers in these records: nothing to score (a request to "
+        '`cortbench serve --record` carries one in its "gold" field)'
+    ]
+    assert (
+        not (tmp_path / "run" / "grades.jsonl").exists() and not (tmp_path / "run" / "results.json").exists()
+    )
+
+
+def _score(run, columns="80"):
+    return subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "score", str(run)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": columns})  # fmt: skip
+
+
+def _planned(samples, limit=None, **more):
+    """run.json's config as `cortbench run --tasks aime24 --n ... --limit ...` writes it."""
+    return {"model": "m", "backend": "hf", "samples": samples, "limit": limit,
+            "sources": {t: f"/data/test_{t}.jsonl" for t in samples}, **more}  # fmt: skip
+
+
+def test_an_unfinished_run_is_scored_as_incomplete_not_as_a_smaller_k(tmp_path):
+    """Interrupted at 1 of 4 samples: results.json says so, and so does score's table."""
+    _write_run(tmp_path / "run", [_record("aime24", str(p), 0, "1", "1") for p in range(2)],
+               _planned({"aime24": 4}, limit=2))  # fmt: skip
+    done = _score(tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    task = results["tasks"]["aime24"]
+    assert (task["k"], task["complete"], task["k_expected"], task["problems_expected"], task["samples_expected"]) == (
+        1, False, 4, 2, 8
+    )  # fmt: skip
+    assert (results["complete"], results["samples_expected"], results["tasks_missing"]) == (False, 8, [])
+    assert "(k=1 of 4)" in done.stdout
+    out = " ".join(done.stdout.split())
+    assert "AIME24 is incomplete: 1 of 4 samples for 2 problems" in out and "--resume" in out
+
+
+def test_missing_problems_and_tasks_make_a_run_incomplete(tmp_path, grader):
+    # problem-major order: interrupted after problem 0 of 3 (all 4 samples); aime25 never started
+    records = [_record("aime24", "0", i, "1", "1") for i in range(4)]
+    _write_run(tmp_path / "run", records, _planned({"aime24": 4, "aime25": 4}, limit=3))
+    results = score_run(tmp_path / "run", grader)
+    task = results["tasks"]["aime24"]
+    assert (task["k"], task["complete"], task["problems_expected"]) == (4, False, 3)
+    assert (results["tasks_missing"], results["samples_expected"], results["complete"]) == (
+        ["aime25"],
+        24,
+        False,
+    )
+    from cortbench.analyzers.scoring import shortfall
+
+    assert shortfall(task) == "4 of 12 samples (1 of 3 problems)"
+    # a task file of one's own: its size is unknown, its k is not
+    _write_run(tmp_path / "own", [_record("toy", "0", 0, "1", "1"), _record("toy", "1", 0, "1", "1")],
+               {"samples": {"toy": 2}, "sources": {"toy": "/tmp/toy.jsonl"}, "limit": 10})  # fmt: skip
+    toy = score_run(tmp_path / "own", grader)["tasks"]["toy"]
+    assert (toy["complete"], toy["problems_expected"], shortfall(toy)) == (
+        False,
+        2,
+        "1 of 2 samples for 2 problems",
+    )
+    # a complete run is complete
+    _write_run(tmp_path / "done", [_record("aime24", str(p), i, "1", "1") for p in range(2) for i in range(2)],
+               _planned({"aime24": 2}, limit=2))  # fmt: skip
+    finished = score_run(tmp_path / "done", grader)
+    assert (
+        finished["complete"]
+        and finished["tasks"]["aime24"]["complete"]
+        and shortfall(finished["tasks"]["aime24"]) is None
+    )
 
 
 def test_the_group_appears_when_all_its_tasks_are_scored(tmp_path, grader):
@@ -104,6 +185,19 @@ def test_cortbench_score_prints_the_papers_columns_with_intervals(tmp_path):
     avg_row = next(line for line in done.stdout.splitlines() if line.lstrip("│ ").startswith("avg@k"))
     assert avg_row.count("66.7 [") == 6  # every task and the group: 2 of 3 problems right, with an interval
     assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "grades.jsonl").exists()
+
+
+def test_the_score_table_is_readable_in_80_columns(tmp_path):
+    """Piped (no TTY) at COLUMNS=80: no line wider, no label or header cut to "…"."""
+    names = ["aime24", "aime25", "amc23", "math500", "olympiad_bench"]
+    _write_run(tmp_path / "run", [_record(t, str(p), i, "1", "1" if p else "2", calls=["ok", "error"]) for t in names
+                                  for p in range(3) for i in range(2)], _planned({t: 4 for t in names}))  # fmt: skip
+    done = _score(tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in done.stdout, done.stdout
+    words = ("Olympiad", "(k=2 of", "(pass@1)", "correct", "wrong", "sample", "success", "errors")
+    assert all(word in done.stdout for word in words), done.stdout
 
 
 def test_cortbench_score_on_a_missing_run_is_one_line(tmp_path):
