@@ -39,7 +39,7 @@ import numpy as np
 
 from ..analyzers.metrics import BOOTSTRAP_SAMPLES
 from ..analyzers.results_file import GRADES
-from ..analyzers.scoring import GradesFileError, SampleGrade, read_grades
+from ..analyzers.scoring import GradesFileError, SampleGrade, plural, read_grades
 from ..harness.store import CONFIG, SAMPLES
 
 PERMUTATIONS = 10_000
@@ -86,21 +86,32 @@ class RunGrades:
     """A run's graded samples, grouped by task and problem."""
 
     path: str
-    model: str | None
+    model: str | None  # the model's name, or the embedded model's file; None: run.json does not say
     tasks: dict[str, dict[str, list[SampleGrade]]]
     notes: list[str] = field(default_factory=list)
+    k_expected: dict[str, int] = field(default_factory=dict)  # samples per problem run.json asked for
 
     @classmethod
     def from_grades(
-        cls, path: str, grades: Sequence[SampleGrade], model: str | None = None, notes: Sequence[str] = ()
+        cls,
+        path: str,
+        grades: Sequence[SampleGrade],
+        model: str | None = None,
+        notes: Sequence[str] = (),
+        k_expected: dict[str, int] | None = None,
     ) -> RunGrades:
+        """Samples without a gold answer are left out (they were never scored)."""
         tasks: dict[str, dict[str, list[SampleGrade]]] = defaultdict(lambda: defaultdict(list))
         for g in grades:
-            tasks[g.task][g.problem_id].append(g)
+            if g.has_gold:
+                tasks[g.task][g.problem_id].append(g)
         plain = {
             t: {p: sorted(s, key=lambda g: g.sample_idx) for p, s in ps.items()} for t, ps in tasks.items()
         }
-        return cls(path, model, plain, list(notes))
+        notes = list(notes)
+        if without := sum(not g.has_gold for g in grades):
+            notes.append(f"{path}: {plural(without, 'sample')} without a gold answer left out")
+        return cls(path, model, plain, notes, dict(k_expected or {}))
 
 
 def load_run(run_dir: str | Path, grader_factory: Callable | None = None) -> RunGrades:
@@ -112,27 +123,37 @@ def load_run(run_dir: str | Path, grader_factory: Callable | None = None) -> Run
         raise BadInput(f"{run_dir} does not exist")
     if not grades_path.is_file() and not samples_path.is_file():
         raise BadInput(f"{run_dir} is not a run directory (no samples.jsonl or {GRADES})")
-    model = _model_of(run_dir)
+    config = _config_of(run_dir)
+    samples = config.get("samples")
+    k_expected = {t: k for t, k in samples.items() if isinstance(k, int)} if isinstance(samples, dict) else {}
+    model = config.get("model") or config.get("model_file") or config.get("served_model")
+    notes = []
+    grades = None
     if grades_path.is_file():
         try:
             grades = read_grades(run_dir)
         except GradesFileError as exc:
             raise BadInput(str(exc)) from None
-        if not samples_path.is_file() or _complete_lines(samples_path) == len(grades):
-            return RunGrades.from_grades(str(run_dir), grades, model)
-        note = (
-            f"{run_dir}: {GRADES} is older than samples.jsonl; graded again here (`cortbench score` saves it)"
-        )
+        if samples_path.is_file() and _complete_lines(samples_path) != len(grades):
+            notes.append(f"{run_dir}: {GRADES} is older than samples.jsonl; graded again here "
+                         "(`cortbench score` saves it)")  # fmt: skip
+            grades = None
     else:
-        note = f"{run_dir}: no {GRADES}; graded the records here (`cortbench score` saves them)"
-    return RunGrades.from_grades(str(run_dir), _grade_records(run_dir, grader_factory), model, [note])
+        notes.append(f"{run_dir}: no {GRADES}; graded the records here (`cortbench score` saves them)")
+    if grades is None:
+        grades = _grade_records(run_dir, grader_factory)
+    if grades and not any(g.has_gold for g in grades):
+        raise BadInput(f"{run_dir}: no gold answers in these records: nothing to compare")
+    return RunGrades.from_grades(str(run_dir), grades, model, notes, k_expected)
 
 
-def _model_of(run_dir: Path) -> str | None:
+def _config_of(run_dir: Path) -> dict:
+    """run.json's configuration; {} when there is none (a baseline may keep grades.jsonl alone)."""
     try:
-        return json.loads((run_dir / CONFIG).read_text())["config"].get("model")
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
+        config = json.loads((run_dir / CONFIG).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _complete_lines(path: Path) -> int:
@@ -320,17 +341,16 @@ class Report:
 def compare_runs(base: RunGrades, new: RunGrades, config: CheckConfig = CheckConfig()) -> Report:
     """Pair the runs task by task and problem by problem, run the three checks and give each a verdict.
 
-    Raises BadInput when the runs cannot be compared: different tasks or problems (unless
-    `allow_partial`), a different k, or an incomplete run (unless `allow_partial`)."""
+    Raises BadInput when the runs cannot be compared: different tasks or problems, a different k, or
+    an incomplete run (unless `allow_partial`: then the tasks, problems and samples both have)."""
     notes = [*base.notes, *new.notes]
     tasks = _tasks_to_check(base, new, config, notes)
     comparisons = []
     for task in tasks:
         problems = _problems_to_compare(task, base.tasks[task], new.tasks[task], config, notes)
-        k = _k(task, base, new, problems, config, notes)
-        comparisons += _compare_task(
-            task, _rows(base.tasks[task], problems), _rows(new.tasks[task], problems), k, config
-        )
+        base_samples, new_samples, k = _samples_to_compare(task, base, new, problems, config, notes)
+        order = list(base_samples)
+        comparisons += _compare_task(task, _rows(base_samples, order), _rows(new_samples, order), k, config)
     tested = [c for c in comparisons if c.paired is not None]
     adjusted = holm([c.paired.p_value for c in tested]) if config.correction == "holm" else None
     for i, c in enumerate(tested):
@@ -363,7 +383,7 @@ def _tasks_to_check(base: RunGrades, new: RunGrades, config: CheckConfig, notes:
         )
         if not config.allow_partial or not shared:
             raise BadInput(f"the runs have different tasks ({what}); pass --tasks or --allow-partial")
-        notes.append(f"compared the {len(shared)} tasks both runs have ({what})")
+        notes.append(f"compared the {plural(len(shared), 'task')} both runs have ({what})")
     if not shared:
         raise BadInput("the runs have no graded samples")
     return shared
@@ -375,31 +395,75 @@ def _problems_to_compare(
     shared = [p for p in base if p in new]
     missing = len(base) + len(new) - 2 * len(shared)
     if missing:
-        counts = f"{len(base)} problems in the baseline, {len(new)} in the new run, {len(shared)} in both"
+        counts = f"{plural(len(base), 'problem')} in the baseline, {len(new)} in the new run, {len(shared)} in both"
         if not config.allow_partial or not shared:
             raise BadInput(
                 f"{task}: the runs have different problems ({counts}); pass --allow-partial to compare those in both"
             )
-        notes.append(f"{task}: compared the {len(shared)} problems both runs have ({counts})")
+        notes.append(f"{task}: compared the {plural(len(shared), 'problem')} both runs have ({counts})")
     return shared
 
 
-def _k(
+Samples = dict[str, list[SampleGrade]]  # problem -> its samples, by sample index
+
+
+def _samples_to_compare(
     task: str, base: RunGrades, new: RunGrades, problems: list[str], config: CheckConfig, notes: list[str]
-) -> int:
-    """Samples per problem, which must be the same in both runs (else the swap is not fair)."""
-    ks = []
-    for run in (base, new):
-        sizes = {len(run.tasks[task][p]) for p in problems}
-        if len(sizes) > 1:
-            if not config.allow_partial:
-                raise BadInput(f"{task}: {run.path} is incomplete ({min(sizes)} to {max(sizes)} samples per problem); "
-                               "finish it with `cortbench run --resume` or pass --allow-partial")  # fmt: skip
-            notes.append(f"{task}: {run.path} has {min(sizes)} to {max(sizes)} samples per problem")
-        ks.append(min(sizes))
-    if ks[0] != ks[1]:
-        raise BadInput(f"{task}: different k (baseline {ks[0]} samples per problem, new run {ks[1]})")
-    return ks[0]
+) -> tuple[Samples, Samples, str]:
+    """Each problem's samples to compare, and k. Complete runs with the same k compare all their
+    samples (the swap is fair only then); otherwise `allow_partial` pairs the samples both runs have
+    (the same problem and sample index), and without it the runs are refused."""
+    runs = (base, new)
+    sizes = [[len(run.tasks[task][p]) for p in problems] for run in runs]
+    short = [_shortfall(run, task, counts) for run, counts in zip(runs, sizes)]
+    ks = [min(counts) for counts in sizes]
+    if not any(short) and ks[0] == ks[1]:
+        return (
+            {p: base.tasks[task][p] for p in problems},
+            {p: new.tasks[task][p] for p in problems},
+            str(ks[0]),
+        )
+    advice = "pass --allow-partial to compare the samples both runs have"
+    if not config.allow_partial:
+        for run, why in zip(runs, short):
+            if why:
+                raise BadInput(f"{task}: {run.path} is incomplete ({why}); finish it with `cortbench run "
+                               f"--resume` or {advice}")  # fmt: skip
+        raise BadInput(
+            f"{task}: different k (baseline {ks[0]} samples per problem, new run {ks[1]}); {advice}"
+        )
+    kept: tuple[Samples, Samples] = ({}, {})
+    for p in problems:
+        both = {g.sample_idx for g in base.tasks[task][p]} & {g.sample_idx for g in new.tasks[task][p]}
+        if both:
+            for run, out in zip(runs, kept):
+                out[p] = [g for g in run.tasks[task][p] if g.sample_idx in both]
+    if not kept[0]:
+        raise BadInput(f"{task}: the runs have no sample in common (the same problem and sample index)")
+    counts = [len(samples) for samples in kept[0].values()]
+    k = str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    why = "; ".join(f"{run.path} is incomplete ({w})" for run, w in zip(runs, short) if w)
+    dropped = len(problems) - len(kept[0])
+    notes.append(
+        f"{task}: compared the {plural(sum(counts), 'sample')} both runs have ({plural(len(counts), 'problem')}, "
+        f"{k} per problem; the baseline has {sum(sizes[0]):,}, the new run {sum(sizes[1]):,}"
+        + (f"; {plural(dropped, 'problem')} without a sample in common left out" if dropped else "")
+        + (f"; {why}" if why else "")
+        + ")"
+    )
+    return kept[0], kept[1], k
+
+
+def _shortfall(run: RunGrades, task: str, counts: list[int]) -> str | None:
+    """How a run's task falls short of k samples for every problem (run.json's k when it says)."""
+    expected = run.k_expected.get(task)
+    low, high = min(counts), max(counts)
+    of = f" of {expected}" if expected else ""
+    if low != high:
+        return f"{low} to {high}{of} samples per problem"
+    if expected and low < expected:
+        return f"{low} of {plural(expected, 'sample')} per problem"
+    return None
 
 
 @dataclass
@@ -425,7 +489,7 @@ def _rows(problems: dict[str, list[SampleGrade]], order: list[str]) -> _Rows:
     return _Rows(accuracy, tokens, np.array(code, dtype=float).reshape(len(samples), 2))
 
 
-def _compare_task(task: str, base: _Rows, new: _Rows, k: int, config: CheckConfig) -> list[Comparison]:
+def _compare_task(task: str, base: _Rows, new: _Rows, k: str, config: CheckConfig) -> list[Comparison]:
     test = dict(confidence=1 - 2 * config.alpha, seed=config.seed, permutations=config.permutations,
                 bootstrap=config.bootstrap)  # fmt: skip
     problems = len(base.accuracy)
@@ -542,8 +606,8 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"## cortbench check: {icon} {headline(report)}",
         "",
-        f"new `{report.new.path}` ({report.new.model or 'model ?'}) against baseline `{report.base.path}` "
-        f"({report.base.model or 'model ?'})",
+        f"new `{report.new.path}` ({_model(report.new)}) against baseline `{report.base.path}` "
+        f"({_model(report.base)})",
         "",
         "| " + " | ".join(headers(report)) + " |",
         "| " + " | ".join("---" for _ in headers(report)) + " |",
@@ -586,17 +650,47 @@ def to_junit(report: Report) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def _model(run: RunGrades) -> str:
+    return run.model or "model not recorded"
+
+
 def rich_table(report: Report):
-    """The terminal rendering."""
+    """The terminal rendering, readable in 80 columns: task and check share the first column, the
+    change's interval and the adjusted p go on a second line, and the tolerances (one per check)
+    move to the caption."""
     from rich.table import Table
     from rich.text import Text
 
+    cfg = report.config
+    holm_ = cfg.correction == "holm"
+    tolerances = {c.check: _tolerance(c) for c in report.comparisons}
+    caption = "tolerance: " + ", ".join(f"{check} {t}" for check, t in tolerances.items())
     table = Table(
-        title=f"cortbench check: {report.new.path} against {report.base.path}", caption=method_line(report)
+        title=f"cortbench check: {report.new.path} ({_model(report.new)}) against {report.base.path} "
+        f"({_model(report.base)})",
+        caption=f"{caption}; {method_line(report)}",
     )
-    for i, name in enumerate(headers(report)):
-        table.add_column(name, justify="right" if 2 <= i <= 5 else "left")
-    for c, row in zip(report.comparisons, rows(report)):
+    table.add_column("task\ncheck", overflow="fold")
+    for name in ("baseline", "new", f"change\n[{report.confidence:.0%} CI]", "p\n(Holm)" if holm_ else "p"):
+        table.add_column(name, justify="right")
+    table.add_column("result")
+    for i, c in enumerate(report.comparisons):
+        last_of_task = i + 1 == len(report.comparisons) or report.comparisons[i + 1].task != c.task
+        change = p = "-"
+        if c.paired is not None:
+            low, high = c.paired.ci
+            unit = "%" if c.check == "tokens" else " pts"
+            change = f"{100 * c.change:+.1f}{unit}\n[{100 * low:+.1f}, {100 * high:+.1f}]"
+            p = f"{c.paired.p_value:.3g}" + (f"\n({c.p_adjusted:.3g})" if holm_ else "")
+        verdict = {"pass": "pass", "fail": "REGRESSION", "skip": "skipped"}[c.status]
         style = {"fail": "bold red", "pass": "green", "skip": "dim"}[c.status]
-        table.add_row(*(Text(cell) for cell in row[:-1]), Text(row[-1], style=style))  # no markup in cells
+        table.add_row(
+            Text.assemble((c.task, "bold"), "\n", _label(c)),
+            _value(c.check, c.base),
+            _value(c.check, c.new),
+            Text(change),
+            Text(p),
+            Text(verdict + (f": {c.note}" if c.note else ""), style=style),
+            end_section=last_of_task,
+        )  # Text: no markup in cells
     return table

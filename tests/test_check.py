@@ -2,6 +2,7 @@
 false-alarm rate and power) and on real runs of a tiny transformers model."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -170,7 +171,9 @@ def test_runs_that_cannot_be_compared_are_refused():
     with pytest.raises(BadInput, match="different tasks"):
         compare_runs(_run("x", a, b), _run("y", a))
     report = compare_runs(_run("x", a, b), _run("y", a), CheckConfig(allow_partial=True))
-    assert {c.task for c in report.comparisons} == {"a"} and "1 tasks both runs have" in report.notes[0]
+    assert {c.task for c in report.comparisons} == {
+        "a"
+    } and "compared the 1 task both runs have" in report.notes[0]
     assert {
         c.task for c in compare_runs(_run("x", a, b), _run("y", a), CheckConfig(tasks=("a",))).comparisons
     } == {"a"}
@@ -180,6 +183,49 @@ def test_runs_that_cannot_be_compared_are_refused():
         compare_runs(_run("x", a), _run("y", [g for g in a if g.problem_id != "3"]))
     with pytest.raises(BadInput, match="incomplete"):
         compare_runs(_run("x", a), _run("y", [g for g in a if (g.problem_id, g.sample_idx) != ("3", 3)]))
+
+
+def test_an_unfinished_run_is_refused_or_compared_on_the_samples_both_runs_have():
+    """Interrupted at 1 of 4 samples per problem: refused in one clear message, and with
+    --allow-partial compared on the (problem, sample index) pairs both runs have."""
+    rng = np.random.default_rng(7)
+    full = _grades("a", np.full(10, 0.5), 4, rng)
+    first = [g for g in _grades("a", np.full(10, 0.5), 4, rng) if g.sample_idx == 0]
+    base = _run("base", full)
+    unfinished = RunGrades.from_grades("new", first, "m", k_expected={"a": 4})
+    with pytest.raises(
+        BadInput, match=r"a: new is incomplete \(1 of 4 samples per problem\).*--allow-partial"
+    ):
+        compare_runs(base, unfinished)
+    report = compare_runs(base, unfinished, CheckConfig(allow_partial=True))
+    accuracy = report.comparisons[0]
+    assert (accuracy.metric, accuracy.problems) == ("avg@1", 10)
+    assert accuracy.base == pytest.approx(np.mean([g.correct for g in full if g.sample_idx == 0]))
+    assert accuracy.new == pytest.approx(np.mean([g.correct for g in first]))
+    assert any(
+        "compared the 10 samples both runs have (10 problems, 1 per problem; the baseline has 40, the new run 10"
+        in note
+        and "new is incomplete (1 of 4 samples per problem)" in note
+        for note in report.notes
+    ), report.notes
+    # a different k, both complete: refused, or paired on the first two samples
+    half = [g for g in full if g.sample_idx < 2]
+    with pytest.raises(
+        BadInput, match="different k .*pass --allow-partial to compare the samples both runs have"
+    ):
+        compare_runs(base, _run("y", half))
+    assert (
+        compare_runs(base, _run("y", half), CheckConfig(allow_partial=True)).comparisons[0].metric == "avg@2"
+    )
+
+
+def test_samples_without_gold_are_left_out_of_the_comparison():
+    rng = np.random.default_rng(8)
+    grades = _grades("a", np.full(10, 0.5), 2, rng)
+    extra = [replace(g, problem_id=f"x{g.problem_id}", correct=False, has_gold=False) for g in grades]
+    run = RunGrades.from_grades("y", grades + extra, "m")
+    assert set(run.tasks["a"]) == {str(p) for p in range(10)}
+    assert run.notes == ["y: 20 samples without a gold answer left out"]
 
 
 # --- the command --------------------------------------------------------------------------------------
@@ -283,6 +329,7 @@ def real_runs(tiny_model_dir, tmp_path_factory):
                           "--concurrency", "1", "-o", str(out), timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         runs[name] = out
+    (runs["rerun"] / "grades.jsonl").unlink(missing_ok=True)  # `cortbench run` may score at its end
     for name in ("base", "longer"):
         assert _cortbench("score", str(runs[name]), "--workers", "1", timeout=300).returncode == 0
     return runs
@@ -319,3 +366,51 @@ def test_a_planted_accuracy_drop_in_real_records_is_caught(real_runs, tmp_path):
     done = _cortbench("check", str(real_runs["base"]), "--baseline", str(better), timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "regression: 1 regression: toy accuracy" in done.stderr
+
+
+def test_check_refuses_or_pairs_an_interrupted_run_from_the_command_line(synthetic_runs, tmp_path):
+    base, rerun, _ = synthetic_runs
+    grades = [json.loads(line) for line in (rerun / "grades.jsonl").read_text().splitlines()]
+    new = _write(tmp_path / "new", [SampleGrade(**g) for g in grades if g["sample_idx"] == 0])
+    (new / "run.json").write_text(
+        json.dumps({"config": {"model": "m", "samples": {"aime24": 16, "amc23": 16}}})
+    )
+    done = _cortbench("check", str(new), "--baseline", str(base), timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "is incomplete (1 of 16 samples per problem)" in " ".join(done.stderr.split())
+    done = _cortbench("check", str(new), "--baseline", str(base), "--allow-partial", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "aime24: compared the 30 samples both runs have (30 problems, 1 per problem" in out
+    assert "accuracy avg@1" in out
+
+
+def test_the_embedded_model_is_named_in_the_markdown(synthetic_runs, tmp_path):
+    base, rerun, _ = synthetic_runs
+    (rerun / "run.json").write_text(
+        json.dumps({"config": {"model": None, "model_file": "SmolLM2-135M-Q8_0.gguf"}})
+    )
+    markdown = tmp_path / "check.md"
+    done = _cortbench("check", str(rerun), "--baseline", str(base), "--markdown", str(markdown), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = markdown.read_text()
+    assert f"new `{rerun}` (SmolLM2-135M-Q8_0.gguf) against baseline `{base}` (m)" in text and "?" not in text
+
+
+def test_the_check_table_is_readable_in_80_columns(synthetic_runs, tmp_path):
+    """Piped (no TTY) at COLUMNS=80: no line wider, no header or cell cut to "…"."""
+    base, _, worse = synthetic_runs
+    grades = [json.loads(line) for line in (worse / "grades.jsonl").read_text().splitlines()]
+    longer = _write(tmp_path / "longer", [SampleGrade(**{**g, "task": g["task"].replace("amc23", "olympiad_bench")})
+                                          for g in grades])  # fmt: skip
+    baseline = [json.loads(line) for line in (base / "grades.jsonl").read_text().splitlines()]
+    base = _write(tmp_path / "base80", [SampleGrade(**{**g, "task": g["task"].replace("amc23", "olympiad_bench")})
+                                      for g in baseline])  # fmt: skip
+    done = _cortbench(
+        "check", str(longer), "--baseline", str(base), timeout=120, env={**os.environ, "COLUMNS": "80"}
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert max(map(len, done.stdout.splitlines())) <= 80 and "…" not in done.stdout, done.stdout
+    for word in ("baseline", "tolerance", "REGRESSION", "olympiad_bench", "accuracy avg@16", "response tokens",
+                 "code success", "(Holm)"):  # fmt: skip
+        assert word in done.stdout, word
