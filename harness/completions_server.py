@@ -14,7 +14,13 @@ Prompts are user messages by default (`prompt_format="chat"`: rendered with the 
 template, as the protocol asks); `"raw"` continues them as they are. Sampling is the server's
 (`--temperature`, `--top-p`: the protocol's values by default); a request's `max_tokens` lowers the
 token budget, other request fields are ignored: the tool loop decides where a turn ends. With a run
-directory to record into, every trajectory is also appended there as a cortbench record.
+directory to record into, every trajectory is also appended there as a cortbench record; a request
+may carry each prompt's answer in `"gold"` (a string, or a list with one string or null per prompt)
+so that `cortbench score` can grade the records. lm-eval's local-completions cannot send it: its
+request body holds the prompts and the task's fixed generation settings, nothing per document.
+
+`serve` prints its URL once it listens, and one line per trajectory (prompt id, tool calls, tokens,
+seconds, finish reason), plain and flushed, so a pipe or a CI log sees it as it happens.
 
 No authentication: bind it to loopback or a private network.
 """
@@ -23,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +58,7 @@ class CompletionRequest(BaseModel):
     )  # a list of {role, content}: one chat (lm-eval's chat mode)
     model: str | None = None
     max_tokens: int | None = None
+    gold: str | list[str | None] | None = None  # the answer of each prompt, recorded for `cortbench score`
 
 
 class ChatRequest(BaseModel):
@@ -58,6 +67,7 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, str]]
     model: str | None = None
     max_tokens: int | None = None
+    gold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,18 +87,40 @@ class _Recorder:
         self.store = RunStore.open(path, config, resume=True)
         self.next_idx: Counter[str] = Counter()
 
-    def problem(self, prompt: str) -> tuple[Problem, int]:
-        pid = hashlib.sha1(prompt.encode()).hexdigest()[:16]
+    def problem(self, prompt: str, gold: str | None) -> tuple[Problem, int]:
+        pid = prompt_id(prompt)
         while self.store.is_done("serve", pid, self.next_idx[pid]):
             self.next_idx[pid] += 1
         idx = self.next_idx[pid]
         self.next_idx[pid] += 1
-        return Problem("serve", pid, prompt), idx
+        return Problem("serve", pid, prompt, gold), idx
+
+
+def prompt_id(prompt: str) -> str:
+    """A recorded trajectory's problem id: the prompt's hash (the same prompt, the same id)."""
+    return hashlib.sha1(prompt.encode()).hexdigest()[:16]
+
+
+def _golds(prompts: list, gold: str | list[str | None] | None) -> list[str | None]:
+    """One gold answer (or None) per prompt; a count that does not match is the client's error."""
+    if gold is None or isinstance(gold, str):
+        if isinstance(gold, str) and len(prompts) != 1:
+            raise HTTPException(
+                422, f'"gold" is one string for {len(prompts)} prompts: send a list, one per prompt'
+            )
+        return [gold] * len(prompts)
+    if len(gold) != len(prompts):
+        raise HTTPException(422, f'"gold" has {len(gold)} answers for {len(prompts)} prompts')
+    return list(gold)
 
 
 def create_app(
-    generator: Generator, sandbox_config: SandboxConfig, config: ServeConfig = ServeConfig()
+    generator: Generator,
+    sandbox_config: SandboxConfig,
+    config: ServeConfig = ServeConfig(),
+    log: Callable[[str], None] | None = None,
 ) -> FastAPI:
+    """The app; `log` gets one line per finished (or failed) trajectory."""
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -108,7 +140,9 @@ def create_app(
 
     app = FastAPI(title="cortbench tool-integrated completions", lifespan=lifespan)
 
-    async def trajectory(request: str | list[dict[str, str]], max_tokens: int | None) -> dict[str, Any]:
+    async def trajectory(
+        request: str | list[dict[str, str]], max_tokens: int | None, gold: str | None = None
+    ) -> dict[str, Any]:
         if isinstance(request, list):  # a chat
             prompt, text = generator.render_chat(request), request[-1]["content"]
         elif config.prompt_format == "chat":  # a user message
@@ -120,17 +154,26 @@ def create_app(
             budget = generator.count_tokens(prompt) + max_tokens
             limits = replace(limits, max_total_tokens=min(limits.max_total_tokens, budget))
         started_at = time.time()
+        name = prompt_id(text)
         try:
             async with state["slots"], state["sandbox"].session() as kernel:
                 rollout = await run_rollout(prompt, generator, kernel, limits, hints=config.hints)
         except OUTAGES as exc:  # down, not this request's fault
+            if log:
+                log(f"{name}: failed after {time.time() - started_at:.1f} s: {type(exc).__name__}: {exc}")
             raise HTTPException(503, f"{type(exc).__name__}: {exc}") from None
         if "recorder" in state:
             recorder: _Recorder = state["recorder"]
-            problem, idx = recorder.problem(text)
+            problem, idx = recorder.problem(text, gold)
             record = build_record(problem, idx, prompt, rollout, generator, started_at)
             await asyncio.to_thread(recorder.store.append, record)
+            name = f"{name}#{idx}"
         calls = rollout.tool_calls
+        if log:
+            failed = sum(not c.ok for c in calls)
+            log(f"{name}: {len(calls)} tool call{'' if len(calls) == 1 else 's'} ({failed} failed), "
+                f"{rollout.total_tokens - rollout.prompt_tokens:,} tokens, {time.time() - started_at:.1f} s, "
+                f"{rollout.finish_reason}")  # fmt: skip
         return {
             "text": rollout.generation,
             "finish_reason": rollout.finish_reason,
@@ -163,12 +206,15 @@ def create_app(
     async def completions(request: CompletionRequest) -> dict[str, Any]:
         prompt = request.prompt
         prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)) else prompt
-        choices = await asyncio.gather(*(trajectory(p, request.max_tokens) for p in prompts))
+        golds = _golds(prompts, request.gold)
+        choices = await asyncio.gather(
+            *(trajectory(p, request.max_tokens, g) for p, g in zip(prompts, golds))
+        )
         return response("text_completion", list(choices))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatRequest) -> dict[str, Any]:
-        choice = await trajectory(request.messages, request.max_tokens)
+        choice = await trajectory(request.messages, request.max_tokens, request.gold)
         choice["message"] = {"role": "assistant", "content": choice.pop("text")}
         return response("chat.completion", [choice])
 
@@ -186,10 +232,26 @@ def create_app(
     return app
 
 
+def _print(line: str) -> None:
+    """A plain line on stdout, flushed: a pipe sees it at once, and no terminal width wraps it."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def serve(
     host: str, port: int, generator: Generator, sandbox_config: SandboxConfig, config: ServeConfig
 ) -> None:
-    """Run the server (blocking)."""
+    """Run the server (blocking); print its URL once it listens, then a line per trajectory."""
     import uvicorn
 
-    uvicorn.run(create_app(generator, sandbox_config, config), host=host, port=port, log_level="warning")
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                where = f"; recording to {config.record_dir}" if config.record_dir else ""
+                address = f"[{host}]" if ":" in host else host
+                bound = self.servers[0].sockets[0].getsockname()[1]  # the port chosen, for --port 0
+                _print(f"cortbench serve: http://{address}:{bound}/v1 (model {config.model_name}{where})")
+
+    app = create_app(generator, sandbox_config, config, log=_print)
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

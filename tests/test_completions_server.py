@@ -1,6 +1,10 @@
 """`cortbench serve`: the tool loop behind /v1/completions, as a real server process on loopback."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -82,3 +86,122 @@ def test_a_hostile_cell_is_a_completion_not_a_server_error():
     assert "malformed reply" in hostile["text"] and hostile["text"].endswith("\\boxed{2}.")
     assert hostile["cortbench"]["failed_tool_calls"] == 1
     assert "```output\n2\n```" in fine["text"]
+
+
+def _scripted_app(tmp_path, log=None):
+    from test_runner import ProblemScriptedGenerator
+
+    from cortbench.harness.completions_server import ServeConfig, create_app
+    from cortbench.harness.sandbox import SandboxConfig
+
+    generator = ProblemScriptedGenerator({"two": "print(2)", "also two": "print(1 + 1)"})
+    config = ServeConfig(model_name="scripted", record_dir=tmp_path / "served")
+    return create_app(generator, SandboxConfig(warm_kernels=0, timeout_s=10), config, log=log)
+
+
+def test_a_requests_gold_is_recorded_and_scored_and_records_without_gold_say_so(tmp_path):
+    """`cortbench serve --record` keeps the "gold" a request sends; `cortbench score` grades those
+    records, and on records without any gold says so in one line instead of a 0% score."""
+    from fastapi.testclient import TestClient
+
+    from cortbench.analyzers.grading import Grader
+    from cortbench.analyzers.scoring import score_run
+
+    lines: list[str] = []
+    with TestClient(_scripted_app(tmp_path, log=lines.append)) as client:
+        assert client.post("/v1/completions", json={"prompt": "two", "max_tokens": 50}).status_code == 200
+        done = subprocess.run([sys.executable, "-m", "cortbench.harness.cli", "score", str(tmp_path / "served")],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert "no gold answers in these records: nothing to score" in done.stderr
+        assert not (tmp_path / "served" / "grades.jsonl").exists()
+        reply = client.post("/v1/completions", json={"prompt": ["two", "also two"], "gold": ["2", "3"],
+                                                     "max_tokens": 50})  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "two"}],
+                                                         "gold": "2", "max_tokens": 50})  # fmt: skip
+        assert chat.status_code == 200, chat.text
+    from cortbench.harness.completions_server import prompt_id
+
+    records = [json.loads(line) for line in (tmp_path / "served" / "samples.jsonl").read_text().splitlines()]
+    assert {(r["sample_idx"], r["gold"]) for r in records if r["problem_id"] == prompt_id("two")} == {
+        (0, None), (1, "2"), (2, "2")
+    }  # fmt: skip
+    with Grader(workers=1, timeout_s=10) as grader:
+        results = score_run(tmp_path / "served", grader)
+    assert results["samples"] == 4 and results["samples_without_gold"] == 1
+    task = results["tasks"]["serve"]
+    assert task["samples"] == 3 and task["grading_errors"] == 0
+    # "two" twice right (gold 2), "also two" wrong (gold 3): per problem, 1 and 0
+    assert task["avg@k"]["value"] == pytest.approx(0.5)
+    assert len(lines) == 4 and all(" tool call" in line and " tokens, " in line for line in lines)
+
+
+def test_gold_that_does_not_match_the_prompts_is_a_422(tmp_path):
+    from fastapi.testclient import TestClient
+
+    with TestClient(_scripted_app(tmp_path)) as client:
+        for body in ({"prompt": ["two", "also two"], "gold": "2"}, {"prompt": ["two"], "gold": ["2", "3"]}):
+            reply = client.post("/v1/completions", json={**body, "max_tokens": 50})
+            assert reply.status_code == 422 and "gold" in reply.text
+
+
+SERVE_SCRIPTED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_runner import ProblemScriptedGenerator
+from cortbench.harness.completions_server import ServeConfig, serve
+from cortbench.harness.sandbox import SandboxConfig
+serve("127.0.0.1", int(sys.argv[2]), ProblemScriptedGenerator({"two": "print(2)"}),
+      SandboxConfig(warm_kernels=0, timeout_s=10), ServeConfig(model_name="scripted"))
+"""
+
+
+def _printed(fd: int, pending: bytearray) -> list[str]:
+    """The complete lines a process has written to its stdout pipe so far (no waiting)."""
+    import select
+
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+    *lines, rest = pending.split(b"\n")
+    pending[:] = rest
+    return [line.decode() for line in lines]
+
+
+def test_serve_prints_its_url_and_a_line_per_request_into_a_pipe(tmp_path):
+    """Not a TTY (a pipe, a CI log): the URL once it listens, then one plain line per trajectory
+    with the prompt's id (the records' problem_id), tool calls, tokens, seconds and finish reason,
+    each there by the time the server answers."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    from conftest import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPTED, str(Path(__file__).parent), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    pending = bytearray()
+    try:
+        while True:  # up when /health answers
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert _printed(proc.stdout.fileno(), pending) == [f"cortbench serve: {url}/v1 (model scripted)"]
+        reply = httpx.post(url + "/v1/completions", json={"prompt": "two", "max_tokens": 50}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        [line] = _printed(proc.stdout.fileno(), pending)
+        pid = hashlib.sha1(b"two").hexdigest()[:16]
+        assert re.fullmatch(rf"{pid}: 1 tool call \(0 failed\), [\d,]+ tokens, [\d.]+ s, stop", line), line
+    finally:
+        proc.terminate()
+        proc.wait(20)
