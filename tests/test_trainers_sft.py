@@ -109,7 +109,11 @@ def test_paper_recipe_is_the_default_and_global_batch_is_kept(tmp_path):
     assert accumulation_steps(TrainingConfig(batch_size=96, per_device_batch_size=2), world_size=4) == 12
     args = sft_config(training, tmp_path)
     assert args.gradient_accumulation_steps == 96 and args.learning_rate == 1e-5
-    assert args.save_strategy == "no" and not args.bf16 and args.use_cpu
+    assert (
+        args.save_strategy == "steps" and args.save_steps == 0.1 and args.save_total_limit == 1
+    )  # resumable
+    assert not args.bf16 and args.use_cpu
+    assert sft_config(TrainingConfig(save_steps=0), tmp_path).save_strategy == "no"
 
 
 def test_config_is_checked(tmp_path):

@@ -125,6 +125,9 @@ class TrainingConfig:
         lora: LoRA settings for peft (e.g. {r: 16, lora_alpha: 32, target_modules: all-linear});
             None trains every weight.
         trl_args: any other TRL config field (SFTConfig, GRPOConfig), passed as given.
+        save_steps: a TRL checkpoint under OUTPUT/trainer every this many optimizer steps (below 1:
+            a fraction of all steps; 0: none), the newest one kept; a rerun of the same command
+            continues from it. Removed once OUTPUT/model is written.
         save_model: write the trained model to OUTPUT/model (the evaluation loads it from there).
     """
 
@@ -143,6 +146,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     lora: dict[str, Any] | None = None
     trl_args: dict[str, Any] = field(default_factory=dict)
+    save_steps: float = 0.1
     save_model: bool = True
 
 

@@ -35,6 +35,7 @@ from ..harness.runner import SamplingPlan, run_samples
 from ..harness.sandbox import LocalSandbox, SandboxConfig
 from ..harness.store import RunStore
 from .config import ConfigError, RolloutSettings, StageConfig
+from .progress import PhaseProgress, say
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -88,11 +89,13 @@ def sample_run(
     run_dir: str | Path,
     *,
     model_name: str,
+    phase: str = "sampling",
     on_record: Callable[[TrajectoryRecord], None] | None = None,
     resume: bool = True,
 ) -> list[TrajectoryRecord]:
     """Sample every (problem, sample) into a run folder, as `cortbench run`; returns its records.
-    An interrupted run folder is continued (same identity) rather than redone."""
+    An interrupted run folder is continued (same identity) rather than redone; `phase` names it
+    in the progress lines ("sampling: 12/16 samples already done, resuming")."""
     from ..harness.store import read_run
 
     run_dir = Path(run_dir)
@@ -107,16 +110,31 @@ def sample_run(
         per_task=sampling.samples,
     )
     config = sampling.run_config(model_name)
+    total = sum(sampling.samples[p.task][0] for p in sampling.problems)
 
     async def go() -> None:
         with RunStore.open(
             run_dir, config, resume=resume, overwrite=not resume, identity=RUN_IDENTITY
         ) as store:
+            if len(store) >= total:
+                say(f"{phase}: {len(store)}/{total} samples already done ({run_dir})")
+                return
+            if len(store):
+                say(f"{phase}: {len(store)}/{total} samples already done, resuming")
             sandbox_config = SandboxConfig(
                 timeout_s=sampling.timeout_s, warm_kernels=min(plan.concurrency, 4)
             )
-            async with LocalSandbox(sandbox_config) as sandbox:
-                await run_samples(sampling.problems, generator, sandbox, store, plan, on_record=on_record)
+            with PhaseProgress(phase, total, done=len(store)) as progress:
+
+                def record_done(record: TrajectoryRecord) -> None:
+                    progress.advance()
+                    if on_record is not None:
+                        on_record(record)
+
+                async with LocalSandbox(sandbox_config) as sandbox:
+                    await run_samples(
+                        sampling.problems, generator, sandbox, store, plan, on_record=record_done
+                    )
 
     asyncio.run(go())
     return read_run(run_dir)[1]
@@ -154,9 +172,10 @@ def score(run_dir: str | Path, label: str, *, seed: int = 0) -> EvalRun:
 
 
 def evaluate(generator: Generator, sampling: Sampling, run_dir: str | Path, *, model_name: str, label: str,
-             seed: int = 0) -> EvalRun:  # fmt: skip
-    """Sample the held-out problems into `run_dir` and score them."""
-    sample_run(generator, sampling, run_dir, model_name=model_name, resume=False)
+             seed: int = 0, resume: bool = True) -> EvalRun:  # fmt: skip
+    """Sample the held-out problems into `run_dir` (continuing what an interrupted run wrote, unless
+    `resume` is off) and score them."""
+    sample_run(generator, sampling, run_dir, model_name=model_name, phase=f"eval {label}", resume=resume)
     return score(run_dir, label, seed=seed)
 
 
@@ -284,10 +303,12 @@ def _plain(value: Any) -> Any:
 
 
 def evaluate_stage(
-    config: StageConfig, model: Any, tokenizer: Any, label: str, model_name: str
+    config: StageConfig, model: Any, tokenizer: Any, label: str, model_name: str, *, resume: bool = True
 ) -> EvalRun | None:
     """The stage's `label` ("before" or "after") evaluation into OUTPUT/eval/<label>, or None when
-    the config turns it off (`eval.enabled`, `eval.before`, or no eval tasks)."""
+    the config turns it off (`eval.enabled`, `eval.before`, or no eval tasks). `resume` continues an
+    interrupted evaluation; stages turn it off for "after" when they trained in this run (what the
+    folder holds came from another model)."""
     settings = config.eval
     if not settings.enabled or not settings.tasks or (label == "before" and not settings.before):
         return None
@@ -302,6 +323,7 @@ def evaluate_stage(
         model_name=model_name,
         label=label,
         seed=config.seed,
+        resume=resume,
     )
 
 

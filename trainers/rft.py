@@ -27,9 +27,12 @@ from .evaluation import (
     score,
     world_size,
 )
+from .progress import PhaseProgress, say
 from .registry import register_stage
 from .sft import read_records, supervised_stage, write_records
+from .state import StageState
 
+ACCEPTED = "accepted.jsonl"  # the kept trajectories, written before training starts
 FILTERS = ("sampled", "finished", "correct", "code_ok", "no_behaviours", "unique", "per_problem_cap")
 
 
@@ -99,9 +102,10 @@ def filter_trajectories(
     correct: Sequence[bool],
     section: RFTSection,
     detect: Callable[[TrajectoryRecord], list] = detect_behaviours,
+    on_record: Callable[[], None] | None = None,
 ) -> tuple[list[TrajectoryRecord], Acceptance]:
     """The kept trajectories, in input order, and how many survived each filter. `correct[i]` is
-    the grade of `records[i]`."""
+    the grade of `records[i]`; `on_record` is called after each record (progress)."""
     if len(correct) != len(records):
         raise ValueError(f"{len(correct)} grades for {len(records)} records")
     excluded = set(section.exclude_behaviours)
@@ -143,6 +147,8 @@ def filter_trajectories(
             counts[name]["all"] += 1
         else:
             kept.append(record)
+        if on_record is not None:
+            on_record()
     problems = Counter(t for t, _ in {(r.task, r.problem_id) for r in records})
     with_kept = Counter(t for t, _ in {(r.task, r.problem_id) for r in kept})
     for c in (problems, with_kept):
@@ -155,13 +161,21 @@ def filter_trajectories(
     )
 
 
+GRADE_CHUNK = 64  # records graded between two progress updates
+
+
 def grade(records: Sequence[TrajectoryRecord]) -> list[bool]:
     """Whether each record's answer is correct, graded as `cortbench score` grades."""
     from ..analyzers.grading import Grader
     from ..analyzers.scoring import grade_records
 
-    with Grader(workers=2) as grader:
-        return [g.correct for g in grade_records(list(records), grader)]
+    correct: list[bool] = []
+    with Grader(workers=2) as grader, PhaseProgress("grading", len(records), unit="trajectories") as progress:
+        for start in range(0, len(records), GRADE_CHUNK):
+            chunk = list(records[start : start + GRADE_CHUNK])
+            correct += [g.correct for g in grade_records(chunk, grader)]
+            progress.advance(len(chunk))
+    return correct
 
 
 @register_stage("rft", section=RFTSection, help="Sample k, keep correct and clean trajectories, fine-tune.")
@@ -170,6 +184,7 @@ def rft(config: StageConfig) -> StageReport:
     section: RFTSection = config.section
     if section.sampling is None and not section.records:
         raise ConfigError("rft: give `sampling` (problems to sample) or `records` (trajectories to filter)")
+    state = StageState.open(config)
     model, tokenizer = config.model.load()
     before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
     records: list[TrajectoryRecord] = read_records(section.records) if section.records else []
@@ -187,14 +202,17 @@ def rft(config: StageConfig) -> StageReport:
         graded = score(run_dir, "samples", seed=config.seed)  # the samples are a scored run too
         records += sampled
         correct += [graded.correct[r.key] for r in sampled]
-    kept, acceptance = filter_trajectories(records, correct, section)
-    write_records(config.output_dir / "accepted.jsonl", kept)
+    with PhaseProgress("filtering", len(records), unit="trajectories") as progress:
+        kept, acceptance = filter_trajectories(records, correct, section, on_record=progress.advance)
+    say(f"filtering: {len(kept)} of {len(records)} trajectories kept ({config.output_dir / ACCEPTED})")
+    write_records(config.output_dir / ACCEPTED, kept)
     if not kept:
         raise ConfigError(
             f"rft: no trajectory passed the filters ({acceptance.to_dict()['after_filter']}); sample more or relax them"
         )
     return supervised_stage(
         config, kept, train_on_hints=section.train_on_hints, model_and_tokenizer=(model, tokenizer), before=before,
+        state=state,
         data={"acceptance": acceptance.to_dict(), "accepted": len(kept), "acceptance_rate": acceptance.rate()},
         sections={"Acceptance (RFT filters)": acceptance.markdown()},
     )  # fmt: skip

@@ -33,7 +33,7 @@ from cortbench.harness.runner import build_record
 from cortbench.harness.sandbox import Sandbox, SandboxConfig, get_sandbox
 from cortbench.tasks.problems import Problem
 
-from .config import ConfigError, RolloutSettings, StageConfig, TrainingConfig
+from .config import ConfigError, ModelSpec, RolloutSettings, StageConfig, TrainingConfig
 from .encoding import encode_trajectory
 from .evaluation import (
     Sampling,
@@ -47,6 +47,7 @@ from .evaluation import (
 from .registry import register_stage
 from .rewards import cort_rewards
 from .sft import trainer_settings
+from .state import TRAINER_DIR, StageState, finished_training, resume_checkpoint, training_done
 
 T = TypeVar("T")
 
@@ -305,7 +306,7 @@ class HFPolicyGenerator(BatchingGenerator):
     def _generate_rows(self, calls: list[Call], stop: tuple[str, ...]) -> list[Completion]:
         import torch
 
-        from cortbench.harness.backends.hf import _cut_at_stop
+        from cortbench.harness.backends.hf import decode_to_stop
 
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -335,8 +336,7 @@ class HFPolicyGenerator(BatchingGenerator):
                 new = new[: new.index(tok.eos_token_id) + 1]
             while new and new[-1] == pad != tok.eos_token_id:  # a row that stopped early is padded
                 new.pop()
-            text = tok.decode(new, skip_special_tokens=True)
-            text, matched = _cut_at_stop(text, stop, len(text))  # generation ended at the first stop
+            text, matched = decode_to_stop(tok, new, stop)
             ended = matched is not None or (bool(new) and new[-1] == tok.eos_token_id)
             finish = "stop" if ended or len(new) < max_tokens else "length"
             completions.append(Completion(text, finish, len(new), stop=matched))
@@ -440,10 +440,41 @@ def run_rl(config: StageConfig) -> StageReport:
     _check_training(config)
     sampling = resolve_sampling(section)
     dataset = rl_dataset(sampling)
+    state = StageState.open(config)
     model, tokenizer = config.model.load()
+    before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
+    if finished := finished_training(config, state):
+        trained, summary = finished
+        model, tokenizer = ModelSpec(trained, dtype=config.model.dtype).load()
+    else:
+        model, trained, summary = _train(config, sampling, model, tokenizer, dataset, state)
+    after = evaluate_stage(
+        config, model, tokenizer, "after", trained or f"{config.model.name} (rl)", resume=finished is not None
+    )
+    report = StageReport(
+        stage="rl",
+        model=config.model.name,
+        output_dir=str(config.output_dir),
+        trained_model=trained,
+        config=config.to_dict(),
+        data={
+            "problems": len(sampling.problems),
+            "tasks": [s.name for s in sampling.specs],
+            "rollouts_per_problem": sampling.settings.n,
+        },  # fmt: skip
+        training=summary,
+        evaluation=compare(before, after, seed=config.seed) if after else None,
+    )
+    write_report(report)
+    return report
+
+
+def _train(config: StageConfig, sampling: Sampling, model: Any, tokenizer: Any, dataset: Any,
+           state: StageState) -> tuple[Any, str | None, dict[str, Any]]:  # fmt: skip
+    """GRPO from the start or from the newest checkpoint; (trained model, OUTPUT/model, summary)."""
+    section: RLSection = config.section
     if section.beta and config.model.gguf_file:
         _reference_checkpoint(config, model, tokenizer)
-    before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
     reward_funcs, weights = cort_rewards(
         section.correctness_weight,
         section.code_weight,
@@ -460,37 +491,47 @@ def run_rl(config: StageConfig) -> StageReport:
         concurrency=section.concurrency,
         trajectories_path=str(config.output_dir / ROLLOUTS_FILE) if section.save_trajectories else None,
     )
-    trainer = None
+    checkpoint = resume_checkpoint(config)
+    if options.trajectories_path:  # what an interrupted run logged past its checkpoint is sampled again
+        _drop_rollouts_after(
+            Path(options.trajectories_path), _checkpoint_step(checkpoint) if checkpoint else 0
+        )
     try:
         with CortRollout(options) as rollout:
             trainer = grpo_trainer(
                 config, sampling, model, tokenizer, dataset, reward_funcs, weights, rollout
             )
             started = time.perf_counter()
-            result = trainer.train()
+            result = trainer.train(resume_from_checkpoint=checkpoint)
             train_s = time.perf_counter() - started
     finally:
         reward_funcs[0].close()
         shutil.rmtree(config.output_dir / REFERENCE_DIR, ignore_errors=True)  # only the trainer needed it
     model = trainer.model
     trained = save_model(config, model, tokenizer)
-    after = evaluate_stage(config, model, tokenizer, "after", trained or f"{config.model.name} (rl)")
-    report = StageReport(
-        stage="rl",
-        model=config.model.name,
-        output_dir=str(config.output_dir),
-        trained_model=trained,
-        config=config.to_dict(),
-        data={
-            "problems": len(sampling.problems),
-            "tasks": [s.name for s in sampling.specs],
-            "rollouts_per_problem": sampling.settings.n,
-        },  # fmt: skip
-        training=training_summary(trainer.state.log_history, result, train_s),
-        evaluation=compare(before, after, seed=config.seed) if after else None,
-    )
-    write_report(report)
-    return report
+    summary = training_summary(trainer.state.log_history, result, train_s)
+    training_done(config, state, trained, summary)
+    return model, trained, summary
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
+def _drop_rollouts_after(path: Path, step: int) -> None:
+    """Rollouts logged at or after `step` are sampled again when training resumes from there."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and _logged_step(line) < step]  # fmt: skip
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step") or 0)
+    except ValueError:  # a torn last line
+        return 1 << 62
 
 
 def rl_dataset(sampling: Sampling) -> Any:
@@ -550,7 +591,7 @@ def grpo_trainer(config: StageConfig, sampling: Sampling, model: Any, tokenizer:
             f"({per_pass}), and prompts_per_step ({section.prompts_per_step}) a multiple of prompts_per_update"
         )
     args = dict(
-        output_dir=str(config.output_dir / "trainer"),
+        output_dir=str(config.output_dir / TRAINER_DIR),
         seed=config.seed,
         learning_rate=section.learning_rate,
         num_train_epochs=section.epochs,

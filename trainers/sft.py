@@ -19,10 +19,11 @@ from typing import Any
 
 from ..harness.records import TrajectoryRecord
 from ..harness.store import SAMPLES
-from .config import ConfigError, StageConfig, TrainingConfig
+from .config import ConfigError, ModelSpec, StageConfig, TrainingConfig
 from .encoding import IGNORE_INDEX, encode_trajectory
 from .evaluation import StageReport, evaluate_stage, save_model, write_report
 from .registry import register_stage
+from .state import TRAINER_DIR, StageState, finished_training, resume_checkpoint, training_done
 
 
 @dataclass
@@ -85,7 +86,7 @@ def sft_rows(tokenizer: Any, records: list[TrajectoryRecord], *, train_on_hints:
 
 def sft_config(training: TrainingConfig, output_dir: str | Path, *, seed: int = 0, **overrides: Any) -> Any:
     """TRL's SFTConfig from our TrainingConfig: CPU-safe settings where no GPU is present (float32,
-    no checkpointing), no checkpoints saved (the stage saves the final model), nothing reported."""
+    no activation checkpointing), checkpoints to resume from, nothing reported."""
     from trl import SFTConfig
 
     args: dict[str, Any] = dict(
@@ -104,8 +105,8 @@ def sft_config(training: TrainingConfig, output_dir: str | Path, *, seed: int = 
 
 def trainer_settings(training: TrainingConfig) -> dict[str, Any]:
     """The TrainingArguments every stage shares: schedule, clipping, logging, precision (float32 and
-    `use_cpu` without a GPU), checkpointing; no checkpoints saved (stages save the final model) and
-    nothing reported."""
+    `use_cpu` without a GPU), activation checkpointing, resumable checkpoints every
+    `training.save_steps` (the newest kept), nothing reported."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -118,7 +119,9 @@ def trainer_settings(training: TrainingConfig) -> dict[str, Any]:
         "bf16": cuda if training.bf16 is None else training.bf16,
         "use_cpu": not cuda,
         _checkpointing_key(): training.gradient_checkpointing,
-        "save_strategy": "no",
+        "save_strategy": "steps" if training.save_steps else "no",
+        "save_steps": training.save_steps or 500,
+        "save_total_limit": 1,
         "report_to": "none",
         "disable_tqdm": True,
     }
@@ -190,8 +193,9 @@ class TrainResult:
 
 
 def train(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], training: TrainingConfig,
-          output_dir: str | Path, *, seed: int = 0) -> TrainResult:  # fmt: skip
-    """SFT on `rows`; returns the trained model (peft-wrapped with LoRA) and the loss curve."""
+          output_dir: str | Path, *, seed: int = 0, resume_from: str | None = None) -> TrainResult:  # fmt: skip
+    """SFT on `rows` (continuing from the checkpoint `resume_from`); returns the trained model
+    (peft-wrapped with LoRA) and the loss curve. Time and tokens count this run's steps only."""
     trainer = sft_trainer(model, tokenizer, rows, training, output_dir, seed=seed)
     counts: dict[str, int] = {"tokens": 0, "trained": 0}
     collate = trainer.data_collator
@@ -206,7 +210,7 @@ def train(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], training
 
     trainer.data_collator = counting
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     return TrainResult(
@@ -222,22 +226,33 @@ def train(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], training
 
 def supervised_stage(config: StageConfig, records: list[TrajectoryRecord], *, train_on_hints: bool,
                      data: dict[str, Any], sections: dict[str, str] | None = None, model_and_tokenizer=None,
-                     before=None) -> StageReport:  # fmt: skip
+                     before=None, state: StageState | None = None) -> StageReport:  # fmt: skip
     """What sft, rft and synthesize share: evaluate the starting model, fine-tune on `records`,
     save the model, evaluate it, write report.json and report.md. `before` is an evaluation
-    already made (synthesize and rft evaluate before they sample)."""
+    already made (synthesize and rft evaluate before they sample). A training that finished in an
+    earlier run of the command is not repeated (its model is loaded); an interrupted one continues
+    from its newest checkpoint."""
     import torch
 
     torch.manual_seed(config.seed)
+    state = state or StageState.open(config)
     model, tokenizer = model_and_tokenizer or config.model.load()
     if before is None:
         before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
     rows = sft_rows(tokenizer, records, train_on_hints=train_on_hints, max_length=config.training.max_length)
-    result = train(model, tokenizer, rows, config.training, config.output_dir / "trainer", seed=config.seed)
-    trained_model = save_model(config, result.model, tokenizer, result.trainer)
+    if finished := finished_training(config, state):
+        trained_model, summary = finished
+        model, tokenizer = ModelSpec(trained_model, dtype=config.model.dtype).load()
+    else:
+        result = train(model, tokenizer, rows, config.training, config.output_dir / TRAINER_DIR, seed=config.seed,
+                       resume_from=resume_checkpoint(config))  # fmt: skip
+        model, summary = result.model, result.summary()
+        trained_model = save_model(config, model, tokenizer, result.trainer)
+        training_done(config, state, trained_model, summary)
     after = evaluate_stage(
-        config, result.model, tokenizer, "after", trained_model or f"{config.model.name}+{config.stage}"
-    )
+        config, model, tokenizer, "after", trained_model or f"{config.model.name}+{config.stage}",
+        resume=finished is not None,
+    )  # fmt: skip
     from .evaluation import compare
 
     report = StageReport(
@@ -247,7 +262,7 @@ def supervised_stage(config: StageConfig, records: list[TrajectoryRecord], *, tr
         trained_model=trained_model,
         config=config.to_dict(),
         data={"trajectories": len(records), "rows": len(rows), **data},
-        training=result.summary(),
+        training=summary,
         evaluation=compare(before, after, seed=config.seed) if after is not None else None,
         sections=sections or {},
     )
@@ -259,9 +274,10 @@ def supervised_stage(config: StageConfig, records: list[TrajectoryRecord], *, tr
 def sft(config: StageConfig) -> StageReport:
     """Fine-tune on trajectory records (outputs masked out of the loss), then evaluate before/after."""
     section: SFTSection = config.section
+    state = StageState.open(config)
     records = read_records(section.records)
     if section.finish_reasons:
         records = [r for r in records if r.finish_reason in section.finish_reasons]
     return supervised_stage(
-        config, records, train_on_hints=section.train_on_hints, data={"sources": section.records}
+        config, records, train_on_hints=section.train_on_hints, data={"sources": section.records}, state=state
     )

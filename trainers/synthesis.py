@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,8 +38,10 @@ from ..tasks.problems import Problem
 from ..tasks.prompts import COT_INSTRUCTION, DELAYED_CODE_HINT, DISTRUST_HINT
 from .config import ConfigError, RolloutSettings, StageConfig
 from .evaluation import StageReport, evaluate_stage, generator_for, resolve_sampling, sample_run, world_size
+from .progress import PhaseProgress, say
 from .registry import register_stage
 from .sft import supervised_stage, write_records
+from .state import StageState
 
 PROTOCOL_LIMITS = Limits()  # the paper's evaluation limits
 
@@ -302,6 +305,7 @@ def synthesize(config: StageConfig) -> StageReport:
         raise ConfigError(
             "synthesize: sampling needs one process; sample first, then train on `records` under accelerate"
         )
+    state = StageState.open(config)
     model, tokenizer = config.model.load()
     before = evaluate_stage(config, model, tokenizer, "before", config.model.name) if section.train else None
     sampling = resolve_sampling(section.sampling) if section.sampling else None
@@ -324,22 +328,34 @@ def synthesize(config: StageConfig) -> StageReport:
         max_total_tokens=tokens,
     )
 
+    journal = config.output_dir / ENGINEERED
+    done = read_engineered(journal)
+    todo = len(annotated) + len(sampled)
+    if done:
+        say(f"engineering: {min(len(done), todo)}/{todo} trajectories already done, resuming")
+
     async def go() -> list[TrajectoryRecord]:
         timeout = sampling.timeout_s if sampling else 30.0
-        async with LocalSandbox(SandboxConfig(timeout_s=timeout, warm_kernels=2)) as sandbox:
-            out = [
-                await from_annotated(
-                    row, generator, sandbox, limits, max_hints=section.max_hints, hints=section.hints
-                )
-                for row in annotated
-            ]
-            for record in sampled:
-                out.append(
-                    await engineer(
-                        record, generator, sandbox, limits, max_hints=section.max_hints, hints=section.hints
-                    )
-                )
-            return out
+        out: list[TrajectoryRecord] = []
+        jobs = [("annotated", row) for row in annotated] + [("sampled", record) for record in sampled]
+        with PhaseProgress("engineering", todo, done=len(done), unit="trajectories") as progress:
+            async with LocalSandbox(SandboxConfig(timeout_s=timeout, warm_kernels=2)) as sandbox:
+                for index, (kind, item) in enumerate(jobs):
+                    if index in done:
+                        out.append(done[index])
+                        continue
+                    if kind == "annotated":
+                        record = await from_annotated(
+                            item, generator, sandbox, limits, max_hints=section.max_hints, hints=section.hints
+                        )
+                    else:
+                        record = await engineer(
+                            item, generator, sandbox, limits, max_hints=section.max_hints, hints=section.hints
+                        )
+                    append_engineered(journal, index, record)
+                    out.append(record)
+                    progress.advance()
+        return out
 
     records = asyncio.run(go())
     he_hints = [r.hints for r in records[: len(annotated)]]  # every hint of an annotated row is one
@@ -373,8 +389,34 @@ def synthesize(config: StageConfig) -> StageReport:
         )
     return supervised_stage(
         config, kept, train_on_hints=True, data=stats, sections=section_md,
-        model_and_tokenizer=(model, tokenizer), before=before,
+        model_and_tokenizer=(model, tokenizer), before=before, state=state,
     )  # fmt: skip
+
+
+ENGINEERED = "engineered.jsonl"  # every trajectory as it is engineered, in input order: the resume point
+
+
+def append_engineered(path: Path, index: int, record: TrajectoryRecord) -> None:
+    """One finished trajectory (the `index`-th input), written and flushed before the next starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"index": index, "record": record.to_dict()}, ensure_ascii=False) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_engineered(path: Path) -> dict[int, TrajectoryRecord]:
+    """What an interrupted run engineered, by input index; a torn last line (a crash) is dropped."""
+    if not path.is_file():
+        return {}
+    done = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            done[int(row["index"])] = TrajectoryRecord.from_dict(row["record"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
 
 
 def _without(text: str, spans: list[tuple[int, int]]) -> str:
