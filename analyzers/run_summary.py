@@ -33,7 +33,13 @@ def summarize_run(run_dir: Path, console: Console) -> None:
                       f"{task['samples']:,}")  # fmt: skip
     for name, group in results["groups"].items():
         low, high = group["avg@k"]["ci"]
-        table.add_row(f"{name} (mean)", "", f"{100 * group['avg@k']['value']:.1f}", f"{100 * low:.1f}-{100 * high:.1f}", "")
+        table.add_row(
+            f"{name} (mean)",
+            "",
+            f"{100 * group['avg@k']['value']:.1f}",
+            f"{100 * low:.1f}-{100 * high:.1f}",
+            "",
+        )
     console.print(table)
     for name, task in results["tasks"].items():
         if missing := shortfall(task):

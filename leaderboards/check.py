@@ -39,7 +39,8 @@ import numpy as np
 
 from ..analyzers.metrics import BOOTSTRAP_SAMPLES
 from ..analyzers.results_file import GRADES
-from ..analyzers.scoring import GradesFileError, SampleGrade, plural, read_grades
+from ..analyzers.scoring import GradesFileError, SampleGrade, read_grades
+from ..harness.console import plural
 from ..harness.store import CONFIG, SAMPLES
 
 PERMUTATIONS = 10_000

@@ -35,7 +35,7 @@ def leaderboard_command(
     """Build the static leaderboard site (works from file://, offline): the paper's table with
     intervals, plots, and per-run pages with per-problem results and transcripts (docs/leaderboard.md).
     Runs never scored or analysed are scored and analysed in memory."""
-    from cortbench.harness.console import console, fail
+    from cortbench.harness.console import console, fail, plural
 
     from .runs import LeaderboardError
     from .site import build_site
@@ -46,13 +46,15 @@ def leaderboard_command(
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")
-    for summary in site.runs:
-        for note in summary.notes:
-            console.print(f"[yellow]{summary.name}: {note}[/]", highlight=False, soft_wrap=True)
+    notes = [*site.skipped, *(f"{s.name}: {note}" for s in site.runs for note in s.notes)]
+    for note in notes:
+        console.print(note, style="yellow", highlight=False, markup=False, soft_wrap=True)
     index = (site.directory / "index.html").resolve()
     console.print(
-        f"wrote {site.pages} pages for {len(site.runs)} runs in {site.seconds:.1f} s: {index.as_uri()}",
+        f"wrote {plural(site.pages, 'page')} for {plural(len(site.runs), 'run')} in {site.seconds:.1f} s: "
+        f"{index.as_uri()}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 

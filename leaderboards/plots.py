@@ -1,14 +1,16 @@
 """The leaderboard's plotly figures, as HTML fragments that use the site's bundled plotly.min.js.
 
-Each function returns None when no run has the data (a run that was never analysed has no purpose
-labels, for instance), so the page can say so instead of drawing an empty frame. Labels come from
-run folders and configs, so they are HTML-escaped: plotly renders a subset of HTML in text.
+Each function returns None when no run has the data (no run's code imports a module, for
+instance), and `missing` says what is missing, so the page can say so instead of drawing an empty
+frame. Labels come from run folders and configs, so they are HTML-escaped: plotly renders a subset
+of HTML in text.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
 
@@ -25,6 +27,7 @@ LAYOUT = {
     "height": 420,
     "legend": {"orientation": "h", "y": -0.2},
 }
+PERCENT_TICKS = [0, 20, 40, 60, 80, 100]
 
 
 def figure_html(figure: go.Figure | None, div_id: str) -> str | None:
@@ -36,7 +39,7 @@ def figure_html(figure: go.Figure | None, div_id: str) -> str | None:
 
 def accuracy_vs_tokens(runs: Sequence[RunSummary]) -> go.Figure | None:
     """The paper's Figure 1: accuracy against average response tokens, one point per run."""
-    points = [r for r in runs if r.headline is not None and r.tokens is not None]
+    points = [r for r in runs if r.headline is not None and r.tokens]
     if not points:
         return None
     figure = go.Figure()
@@ -50,6 +53,7 @@ def accuracy_vs_tokens(runs: Sequence[RunSummary]) -> go.Figure | None:
                 x=[r.tokens],
                 y=[r.headline],
                 error_y=error,
+                cliponaxis=False,  # a point at 0% or 100% is drawn whole, its label too
                 mode="markers+text",
                 text=[_label(r.name)],
                 textposition="top center",
@@ -62,11 +66,39 @@ def accuracy_vs_tokens(runs: Sequence[RunSummary]) -> go.Figure | None:
     figure.update_layout(
         LAYOUT,
         title="Accuracy vs. average response tokens",
-        xaxis_title="average response tokens (mean over tasks)",
-        yaxis={"title": "avg@k (%): Avg, or the mean of the run's tasks", "range": [0, 100]},
+        # ranges from the data, with room for each point's label; the caption says what y is
+        xaxis={
+            "title": "average response tokens (mean over tasks)",
+            "type": "log",
+            "range": _log_range([r.tokens for r in points]),
+        },  # fmt: skip
+        yaxis={"title": "avg@k (%)", "range": [-5, 110], "tickvals": PERCENT_TICKS},
         showlegend=False,
     )
     return figure
+
+
+def missing(plot: Callable[[Sequence[RunSummary]], go.Figure | None], runs: Sequence[RunSummary]) -> str:
+    """What the runs lack when `plot` (a function here) returned None, in words a user can act on:
+    every run is scored and analysed (in memory if need be), so the gap is in the runs' data."""
+    executed = any(r.code.get("calls") for r in runs)
+    labels = {label for r in runs for label in r.labels}
+    older = "No run's analysis has {} labels (an older analysis?): `cortbench analyze RUN` adds them."
+    if plot in (accuracy_vs_tokens, budget_curves):
+        return "No run has a scored task: no record has a gold answer to grade."
+    if plot is purpose_split:
+        if not executed:
+            return "No run executed a code cell."
+        if "purpose" not in labels:
+            return older.format("purpose")
+        return "No executed code cell got a purpose label."
+    if plot is behaviour_rates:
+        return older.format("behaviour")
+    if plot is library_adoption:
+        return "No run's code imports a module" + ("." if executed else " (no run executed a code cell).")
+    if plot is code_usage:
+        return "No run has code statistics: no run holds a trajectory."
+    raise ValueError(f"{plot} is not a plot of the leaderboard")
 
 
 def purpose_split(runs: Sequence[RunSummary]) -> go.Figure | None:
@@ -190,6 +222,14 @@ def task_budget_curves(budgets: list[int], curves: dict[str, list[float]]) -> go
                          yaxis={"title": "avg@k (%)", "range": [0, 100]},
                          xaxis={"type": "log", "title": "response token budget", "tickvals": budgets})  # fmt: skip
     return figure
+
+
+def _log_range(values: list[float]) -> list[float]:
+    """A log axis' range (in decades) holding every positive value with room for its label: runs
+    can differ tenfold in tokens (a smoke test beside a full run), and none sits on the frame."""
+    low, high = math.log10(min(values)), math.log10(max(values))
+    pad = 0.1 * (high - low) + 0.1
+    return [low - pad, high + pad]
 
 
 def _ticks(runs: Sequence[RunSummary]) -> list[int]:

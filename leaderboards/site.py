@@ -36,6 +36,7 @@ import plotly.offline
 from markupsafe import Markup, escape
 
 from ..analyzers.grading import Grader
+from ..harness.console import plural
 from ..harness.records import TrajectoryRecord
 from ..harness.store import SAMPLES
 from . import plots
@@ -47,6 +48,14 @@ from .transcripts import transcript
 
 MARKER = ".cortbench-site"  # marks a folder this module built, which it may rebuild
 STATIC = ("leaderboard.js", "style.css")
+PLOTS = {  # the index's plots by element id (plot-<name>), in the page's order
+    "accuracy_tokens": plots.accuracy_vs_tokens,
+    "budget": plots.budget_curves,
+    "purpose": plots.purpose_split,
+    "behaviours": plots.behaviour_rates,
+    "libraries": plots.library_adoption,
+    "code": plots.code_usage,
+}
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Site:
     runs: list[RunSummary]
     pages: int
     seconds: float
+    skipped: list[str]  # "skipped <path>: <why>", one per path given that is not a run folder
 
 
 def build_site(
@@ -68,14 +78,10 @@ def build_site(
     workers: int | None = None,
 ) -> Site:
     """Write the site for `run_dirs` into `out`. `out` must be empty, absent, or a site built before
-    (its runs/ folder is then replaced). `paper`: show the paper's reported rows."""
+    (its runs/ folder is then replaced). `paper`: show the paper's reported rows. Paths that are not
+    run folders are skipped (`Site.skipped` says why) unless none is one."""
     started = time.perf_counter()
-    paths = [Path(p) for p in run_dirs]
-    if not paths:
-        raise LeaderboardError("no run folders given (an empty glob?): give runs/<name> folders")
-    for path in paths:
-        if not (path / SAMPLES).is_file():
-            raise LeaderboardError(f"{path} is not a run folder (no {SAMPLES}): give runs/<name> folders")
+    paths, skipped = _run_folders([Path(p) for p in run_dirs])
     if len({p.resolve() for p in paths}) < len(paths):
         raise LeaderboardError("a run folder is given twice")
     out = _prepare(Path(out))
@@ -89,7 +95,45 @@ def build_site(
         built = [_build_run(job) for job in jobs]
     summaries = [summary for summary, _ in built]
     _write(out / "index.html", _render_index(summaries, title, paper))
-    return Site(out, summaries, 1 + sum(pages for _, pages in built), time.perf_counter() - started)
+    return Site(out, summaries, 1 + sum(pages for _, pages in built), time.perf_counter() - started, skipped)
+
+
+def _run_folders(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The run folders among `paths`, and a note for each other one: `runs/*` also matches the
+    trainers' runs/train and stray files, which should not stop the build. A path that does not
+    exist is an error (a typo, or an empty glob passed as it is)."""
+    if not paths:
+        raise LeaderboardError("no run folders given (an empty glob?): give runs/<name> folders")
+    runs, skipped = [], []
+    for path in paths:
+        if not path.exists():
+            raise LeaderboardError(f"{path} does not exist (an empty glob?): give runs/<name> folders")
+        why = _not_a_run(path)
+        if why is None:
+            runs.append(path)
+        else:
+            skipped.append(f"skipped {path}: {why}")
+    if not runs:
+        if len(paths) == 1:
+            raise LeaderboardError(f"{paths[0]}: {_not_a_run(paths[0])}: give runs/<name> folders")
+        raise LeaderboardError(
+            f"none of the {len(paths)} paths given is a run folder: give runs/<name> folders"
+        )
+    return runs, skipped
+
+
+def _not_a_run(path: Path) -> str | None:
+    """Why `path` is no run folder to show (None when it is one)."""
+    if not path.is_dir():
+        return "not a folder"
+    samples = path / SAMPLES
+    if samples.is_file():
+        return None if samples.stat().st_size else "no records yet"
+    why = f"not a run folder (no {SAMPLES})"
+    below = sorted(p.parent for depth in range(1, 4) for p in path.glob("*/" * depth + SAMPLES))
+    if below:
+        why += f"; it holds {plural(len(below), 'run')} below it, e.g. {below[0]}"
+    return why
 
 
 def _prepare(out: Path) -> Path:
@@ -214,13 +258,9 @@ def _task_view(task: dict[str, Any]) -> dict[str, Any]:
 
 def _render_index(summaries: list[RunSummary], title: str, with_paper: bool) -> str:
     paper = paper_table() if with_paper else None
-    figures = {
-        "accuracy_tokens": plots.accuracy_vs_tokens(summaries),
-        "budget": plots.budget_curves(summaries),
-        "purpose": plots.purpose_split(summaries),
-        "behaviours": plots.behaviour_rates(summaries),
-        "libraries": plots.library_adoption(summaries),
-        "code": plots.code_usage(summaries),
+    figures = {name: plot(summaries) for name, plot in PLOTS.items()}
+    missing = {
+        name: plots.missing(PLOTS[name], summaries) for name, figure in figures.items() if figure is None
     }
     return (
         _environment()
@@ -234,6 +274,7 @@ def _render_index(summaries: list[RunSummary], title: str, with_paper: bool) -> 
             runs=summaries,
             paper=paper,
             plots={name: plots.figure_html(figure, f"plot-{name}") for name, figure in figures.items()},
+            missing=missing,
             built_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         )
     )
@@ -247,7 +288,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(score=_score, number=_number, percent=_percent, task_title=task_title)
+    env.filters.update(
+        score=_score, number=_number, percent=_percent, task_title=task_title, code=_code, plural=plural
+    )
     env.globals.update(task_title=task_title)
     return env
 
@@ -262,6 +305,11 @@ def _score(score: Score | None, interval: bool = True) -> Markup:
     if not score.complete:
         text += Markup('<span class="partial" title="problems have different numbers of samples">*</span>')
     return text
+
+
+def _code(text: str) -> Markup:
+    """Plain text with `commands` set as <code>, everything escaped."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
 def _number(value: float | None, digits: int = 0) -> str:

@@ -1,5 +1,5 @@
 """The numbers of the leaderboard: one `RunSummary` per measured run, and the rows of the main table
-(the paper's columns, measured runs beside the paper's reported rows).
+(the paper's columns, measured runs above the paper's reported rows).
 
 Scores are avg@k in percent (the paper's "pass@1") with the 95% bootstrap interval over problems
 that `cortbench score` computes. Avg is the `cort_math` group score (the plain mean of the five
@@ -61,6 +61,7 @@ class RunSummary:
     libraries: dict[str, float]  # top modules by adoption (0..1)
     budgets: list[int]
     budget_accuracy: list[float]  # percent, one per budget
+    labels: tuple[str, ...] = ()  # the label sets its analysis holds: "purpose", "behaviours"
     notes: list[str] = field(default_factory=list)
 
 
@@ -107,6 +108,7 @@ def summarize_run(run: Run, slug: str) -> RunSummary:
         libraries={m: lib["adoption"] for m, lib in list(every.get("libraries", {}).items())[:TOP_LIBRARIES]},
         budgets=budgets,
         budget_accuracy=[100 * a for a in budget_curve(run.grades.values(), headline_tasks, budgets)],
+        labels=tuple(label for label in ("purpose", "behaviours") if label in analysis),
         notes=list(run.notes),
     )
 
@@ -161,18 +163,22 @@ def task_title(name: str) -> str:
 
 
 def leaderboard_rows(summaries: list[RunSummary], paper: PaperTable | None) -> list[Row]:
-    """Measured and reported rows, best Avg first (rows without an Avg after, by name)."""
-    rows = [
+    """The measured rows, then the paper's reported ones (what the user ran comes first, not lost
+    among the 14 published models); each best Avg first, rows without an Avg after, by name."""
+    measured = [
         Row("measured", s.name, s.model, f"runs/{s.slug}/index.html", s.tool, s.scores, s.avg, s.tokens,
             s.tool_calls, s.notes)
         for s in summaries
     ]  # fmt: skip
-    if paper is not None:
-        rows += [
-            Row("reported", r.model, f"{r.size}, paper Table 1", None, "yes" if r.tool else "no",
-                {t: Score(v) for t, v in r.scores.items()}, Score(r.avg))
-            for r in paper.rows
-        ]  # fmt: skip
+    reported = [
+        Row("reported", r.model, f"{r.size}, paper Table 1", None, "yes" if r.tool else "no",
+            {t: Score(v) for t, v in r.scores.items()}, Score(r.avg))
+        for r in (paper.rows if paper is not None else ())
+    ]  # fmt: skip
+    return [*_best_first(measured), *_best_first(reported)]
+
+
+def _best_first(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.avg is None, -(r.avg.value if r.avg else 0), r.name))
 
 

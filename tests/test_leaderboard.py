@@ -1,7 +1,7 @@
 """`cortbench leaderboard`: the static site from run folders, its numbers, its escaping, its errors,
 and the pages in a real headless Chromium (from file://, offline)."""
 
-import json
+import math
 import os
 import re
 import shutil
@@ -34,11 +34,21 @@ def _cortbench(*args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def _record(task: str, pid: str, idx: int, gold: str, answer: str, *, cells: int = 1, text: str = "") -> dict:
+def _record(
+    task: str,
+    pid: str,
+    idx: int,
+    gold: str,
+    answer: str,
+    *,
+    cells: int = 1,
+    text: str = "",
+    imports: bool = True,
+) -> dict:
     """A trajectory as the runner writes it: reasoning, `cells` python cells with outputs, an answer."""
     generation, calls = f"Let me think about problem {pid}. {text}\n", []
     for i in range(cells):
-        code = ("import math\n" if i == 0 else "") + f"print({answer} + {i} - {i})"
+        code = ("import math\n" if i == 0 and imports else "") + f"print({answer} + {i} - {i})"
         calls.append(ToolCall(code, answer, "ok", 0.01))
         generation += f"We compute it.\n```python\n{code}\n```\n" + output_block(answer)
     generation += f"So the answer is \\boxed{{{answer}}}.\n"
@@ -52,8 +62,9 @@ def _record(task: str, pid: str, idx: int, gold: str, answer: str, *, cells: int
 def _write_run(path: Path, records: list[dict], model: str = "tiny/model") -> Path:
     config = {"tasks": ",".join(dict.fromkeys(r["task"] for r in records)), "backend": "hf",
               "model": model, "hint": "code", "max_tool_calls": 15}  # fmt: skip
-    RunStore.open(path, config).close()
-    (path / SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with RunStore.open(path, config) as store:
+        for record in records:
+            store.append(TrajectoryRecord.from_dict(record))
     return path
 
 
@@ -230,6 +241,94 @@ def test_runs_build_in_parallel_like_in_one_process(runs, tmp_path):
     assert a == (tmp_path / "two" / "runs" / "weak" / "aime24" / "0.html").read_text()
 
 
+def test_measured_runs_come_before_the_papers_rows(site):
+    index = (site / "index.html").read_text()
+    table = index[index.index('id="leaderboard"') : index.index("</table>")]
+    measured = [m.start() for m in re.finditer('class="badge measured"', table)]
+    reported = [m.start() for m in re.finditer('class="badge reported"', table)]
+    assert len(measured) == 3 and len(reported) == 14
+    assert max(measured) < min(reported)  # weak (Avg 33.3) and raw (no Avg) too, not among the 14
+    assert table.index('<tbody class="reported" id="paper-rows">') > max(measured)
+    assert 'data-rows="paper-rows"' in index  # the box that hides the paper's rows
+    assert "1 runs" not in index and "3 measured runs, then the\n14 models" in index
+
+
+def test_cli_skips_folders_that_are_not_runs_with_a_note(runs, tmp_path):
+    """`cortbench leaderboard runs/*` where the trainers wrote runs/train (no run of its own, runs
+    below it) and a run has just started (no record yet)."""
+    folder = tmp_path / "runs"
+    shutil.copytree(runs["raw"], folder / "a")
+    (folder / "train" / "sft" / "checkpoint-10").mkdir(parents=True)
+    (folder / "train" / "sft" / "trainer_state.json").write_text("{}")
+    shutil.copytree(runs["raw"], folder / "train" / "rft" / "eval" / "after")
+    (folder / "starting").mkdir()
+    (folder / "starting" / SAMPLES).write_text("")
+    (folder / "README.md").write_text("my runs")
+    done = _cortbench("leaderboard", *map(str, sorted(folder.iterdir())), "-o", str(tmp_path / "site"),
+                      timeout=300, env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    train = f"skipped {folder / 'train'}: not a run folder (no samples.jsonl)"
+    assert f"{train}; it holds 1 run below it, e.g. {folder / 'train' / 'rft' / 'eval' / 'after'}" in lines
+    assert f"skipped {folder / 'starting'}: no records yet" in lines
+    assert f"skipped {folder / 'README.md'}: not a folder" in lines
+    assert any(line.startswith("wrote 5 pages for 1 run in ") for line in lines), done.stdout
+    assert (tmp_path / "site" / "runs" / "a" / "index.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "site" / "runs").iterdir()) == ["a"]
+
+
+def test_accuracy_plot_holds_every_point_and_its_interval():
+    from cortbench.leaderboards.plots import accuracy_vs_tokens
+    from cortbench.leaderboards.tables import RunSummary, Score
+
+    def summary(name: str, tokens: float, avg: Score) -> RunSummary:
+        return RunSummary(name, name, "hf: m", "yes", {}, avg, avg.value, (), tokens, 1.0, 10, {}, None, None,
+                          {}, [], [])  # fmt: skip
+
+    runs = [summary("all right", 900.0, Score(100.0, 100.0, 100.0)), summary("none", 1000.0, Score(0.0, 0.0, 0.0)),
+            summary("verbose", 31000.0, Score(50.0, 20.0, 80.0))]  # fmt: skip
+    layout = accuracy_vs_tokens(runs).layout
+    (x0, x1), (y0, y1) = layout.xaxis.range, layout.yaxis.range
+    assert layout.xaxis.type == "log"  # the range is in decades
+    for r in runs:  # strictly inside: a point on the frame is half cut, its label lost
+        assert x0 < math.log10(r.tokens) < x1 and y0 < r.avg.low and r.avg.high < y1, (
+            r.name,
+            layout.xaxis.range,
+        )
+
+
+def test_a_plot_without_data_says_what_is_missing(tmp_path):
+    """Runs that were analysed but whose code imports nothing, or whose analysis has no labels."""
+    plain = _write_run(
+        tmp_path / "plain", [_record("aime24", str(p), 0, "1", "1", imports=False) for p in range(2)]
+    )
+    no_code = _write_run(
+        tmp_path / "no_code", [_record("aime24", str(p), 0, "1", "1", cells=0) for p in range(2)]
+    )
+    bare = _write_run(tmp_path / "bare", [_record("aime24", str(p), 0, "1", "1") for p in range(2)])
+    analyze_run(plain)
+    analyze_run(bare, cell_labelers=(), trajectory_labelers=())  # an analysis without labels
+
+    def missing(*run_dirs: Path) -> dict[str, str]:
+        build_site(run_dirs, tmp_path / "site", workers=1)
+        index = (tmp_path / "site" / "index.html").read_text()
+        assert "No run has these data yet" not in index
+        return dict(
+            re.findall(r'<figure class="plot">\s*<p class="missing">(.*?)</p>\s*<figcaption>(\w+)', index)
+        )
+
+    assert set(missing(plain).values()) == {"Library"}
+    assert "No run&#39;s code imports a module." in missing(plain)
+    found = {v: k for k, v in missing(no_code).items()}
+    assert found["Library"] == "No run&#39;s code imports a module (no run executed a code cell)."
+    assert found["Calculation"] == "No run executed a code cell."
+    found = {v: k for k, v in missing(bare).items()}
+    assert found["Calculation"] == found["Delayed"].replace("behaviour", "purpose")
+    assert found["Delayed"] == (
+        "No run&#39;s analysis has behaviour labels (an older analysis?): <code>cortbench analyze RUN</code> adds them."
+    )
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -335,22 +434,29 @@ def test_pages_load_sort_and_plot_in_chromium_from_file_urls(browser, site, tmp_
             "#leaderboard tbody tr td:first-child", "tds => tds.map(td => td.dataset.sort)"
         )
 
-    def values() -> list[float | None]:
+    def values(body: str) -> list[float | None]:
         cells = page.eval_on_selector_all(
-            f"#leaderboard tbody tr td:nth-child({column + 1})", "tds => tds.map(td => td.dataset.sort)"
+            f"#leaderboard tbody.{body} tr td:nth-child({column + 1})",
+            "tds => tds.map(td => td.dataset.sort)",
         )
         return [float(v) if v else None for v in cells]
 
     avg.click()  # the column starts sorted best first: one click sorts it ascending
-    ascending = values()
-    present = [v for v in ascending if v is not None]
-    assert present == sorted(present) and ascending[-1] is None  # rows without an Avg go last
+    for body in ("measured", "reported"):  # each part on its own: the measured runs stay on top
+        ascending = values(body)
+        present = [v for v in ascending if v is not None]
+        assert present == sorted(present) and len(present) > 1
+    assert values("measured")[-1] is None  # rows without an Avg go last
     assert avg.get_attribute("aria-sort") == "ascending"
     avg.click()
-    descending = [v for v in values() if v is not None]
+    descending = [v for v in values("measured") if v is not None]
     assert descending == sorted(descending, reverse=True) and names()[0] == "strong"
     page.locator("#leaderboard thead th", has_text="Model").click()
-    assert names() == sorted(names(), key=str.lower)
+    assert names()[:3] == sorted(names()[:3], key=str.lower) and names()[:3] == ["raw", "strong", "weak"]
+    page.uncheck("input.show-rows")  # the paper's rows fold away, and come back
+    assert page.locator("#leaderboard tbody tr:visible").count() == 3
+    page.check("input.show-rows")
+    assert page.locator("#leaderboard tbody tr:visible").count() == 3 + 14
     page.screenshot(path=str(_artifacts(tmp_path) / "leaderboard-index.png"), full_page=True)
     assert errors == [], errors
 
@@ -368,6 +474,46 @@ def test_pages_load_sort_and_plot_in_chromium_from_file_urls(browser, site, tmp_
     )
     assert problem.locator(".seg.code").count() >= 1 and problem.locator(".seg.output").count() >= 1
     problem.screenshot(path=str(_artifacts(tmp_path) / "leaderboard-transcript.png"), full_page=True)
+    assert errors == [], errors
+
+
+def test_accuracy_plot_shows_every_point_and_its_titles_whole_in_chromium(browser, runs, tmp_path):
+    """A verbose run far to the right, a run at 100%: each point, label and axis title is drawn
+    inside the visible figure (the first plot of the grid was drawn at the page's full width and
+    cut at its box, and a point at 100% sat on the frame)."""
+    verbose = _write_run(tmp_path / "verbose", [_record("aime24", str(p), 0, "1", "1", text="step " * 4000)
+                                                for p in range(2)])  # fmt: skip
+    build_site([runs["strong"], runs["weak"], verbose], tmp_path / "site", workers=1)
+    page, errors = _open(browser, tmp_path / "site" / "index.html")
+    page.wait_for_selector("#plot-accuracy_tokens svg.main-svg", timeout=15_000)
+    geometry = page.evaluate(
+        """() => {
+      const plot = document.getElementById('plot-accuracy_tokens');
+      const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+      const all = (selector) => Array.from(plot.querySelectorAll(selector)).map(box);
+      return {figure: box(plot.closest('figure')), area: box(plot.querySelector('.nsewdrag')),
+              points: all('.scatterlayer .point'), labels: all('.scatterlayer .textpoint'),
+              titles: all('.g-xtitle, .g-ytitle, .g-gtitle'),
+              x: plot._fullLayout.xaxis.range, y: plot._fullLayout.yaxis.range, data: plot.data.map(t => [t.x[0], t.y[0]])};
+    }"""
+    )
+
+    def inside(inner, outer) -> bool:
+        return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+    assert len(geometry["points"]) == len(geometry["labels"]) == len(geometry["data"]) == 3
+    assert len(geometry["titles"]) == 3
+    for shape in [*geometry["points"], *geometry["labels"], *geometry["titles"], geometry["area"]]:
+        assert inside(shape, geometry["figure"]), (shape, geometry["figure"])
+    for point in geometry["points"]:
+        assert inside(point, geometry["area"]), (point, geometry["area"])
+    (x0, x1), (y0, y1) = geometry["x"], geometry["y"]
+    tokens = sorted(x for x, _ in geometry["data"])
+    assert tokens[-1] > 10 * tokens[0]  # the verbose run is far to the right
+    assert all(x0 < math.log10(x) < x1 and y0 < y < y1 for x, y in geometry["data"]), geometry  # log x axis
+    page.locator("#plot-accuracy_tokens").screenshot(
+        path=str(_artifacts(tmp_path) / "leaderboard-accuracy.png")
+    )
     assert errors == [], errors
 
 
