@@ -122,12 +122,12 @@ def score_command(
 ) -> None:
     """Regrade saved runs and recompute their metrics (nothing is regenerated): writes
     runs/<name>/grades.jsonl and results.json (docs/results.md) and prints the paper's columns."""
-    from cortbench.harness.console import console, fail
+    from cortbench.harness.console import console, fail, plural
     from cortbench.harness.store import RunStoreError
 
     from .grading import Grader, GradingError
     from .results_file import ResultsFileError
-    from .scoring import NothingToScore, plural, score_run
+    from .scoring import NothingToScore, score_run
 
     try:
         with Grader(workers=workers, timeout_s=timeout) as grader:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..harness.console import plural
 from ..harness.records import TrajectoryRecord
 from ..harness.store import read_run
 from ..tasks.loading import source_of
@@ -55,11 +56,6 @@ class SampleGrade:
 
 class NothingToScore(ValueError):
     """No record of the run carries a gold answer: a score would be a meaningless 0%."""
-
-
-def plural(n: int, noun: str) -> str:
-    """ "1 problem", "30 problems" (nouns here take an s)."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def grade_records(records: list[TrajectoryRecord], grader: Grader) -> list[SampleGrade]:

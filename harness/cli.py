@@ -357,8 +357,12 @@ def sandbox_exec(
         bool, typer.Option(help="Jupyter-style: print the value of each cell's last expression.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON record per cell instead.")] = False,
+    allow_errors: Annotated[
+        bool, typer.Option(help="Exit 0 even when a cell fails (raises, times out, is killed).")
+    ] = False,
 ) -> None:
-    """Run cells in one stateful, sandboxed kernel, as the rollout loop does."""
+    """Run cells in one stateful, sandboxed kernel, as the rollout loop does. Every cell runs; the exit
+    status is 1 when one failed (as a script's would), unless --allow-errors."""
     import json
 
     cells = []
@@ -368,10 +372,11 @@ def sandbox_exec(
         except OSError as exc:
             fail(f"cannot read {path}: {exc.strerror}")
 
-    async def go() -> None:
+    async def go() -> list[int]:
         config = SandboxConfig(
             timeout_s=timeout, memory_mb=memory_mb, echo_last_expression=echo, warm_kernels=0
         )
+        failed = []
         async with LocalSandbox(config) as sandbox, sandbox.session() as kernel:
             for i, code in enumerate(cells, 1):
                 result = await kernel.run(code)
@@ -379,8 +384,14 @@ def sandbox_exec(
                     print(json.dumps(result.to_dict()))
                 else:
                     _show(i, code, result)
+                if not result.ok:
+                    failed.append(i)
+        return failed
 
-    _run(go())
+    failed = _run(go())
+    if failed and not allow_errors:
+        cells_failed = ", ".join(map(str, failed))
+        fail(f"{'cell' if len(failed) == 1 else 'cells'} {cells_failed} failed (--allow-errors exits 0)")
 
 
 @sandbox_app.command("check")

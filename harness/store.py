@@ -97,7 +97,8 @@ class RunStore:
             stored = cls._read_config(path)
             changed = [k for k in identity if stored.get(k) != config.get(k)]
             if changed:
-                raise RunStoreError(f"cannot resume {path}: {', '.join(changed)} differ from the stored run")
+                verb = "differs" if len(changed) == 1 else "differ"
+                raise RunStoreError(f"cannot resume {path}: {', '.join(changed)} {verb} from the stored run")
         store = cls(path, config)
         if not existing:
             store._made = [path / SAMPLES, path / CONFIG, *reversed(made)]

@@ -24,7 +24,6 @@ def list_tasks(
 ) -> None:
     """List the registered tasks and groups with their sizes and protocol defaults."""
     from rich.table import Table
-    from rich.text import Text
 
     from cortbench.harness.console import console, fail
 
@@ -37,10 +36,10 @@ def list_tasks(
     table = Table(title="cortbench tasks")
     for column in ("task", "problems", "k", "temp", "top_p", "calls", "tokens", "answers"):
         table.add_column(column, justify="left" if column in ("task", "answers") else "right", no_wrap=True)
-    # Sources (paths, hub names) are long: listed under the table, so that it keeps one line a task at 80 columns.
-    sources = Table.grid(padding=(0, 0, 0, 2))
-    sources.add_column(no_wrap=True)
-    sources.add_column(overflow="fold")
+    # Sources (paths, hub names) are long: listed under the table, so that it keeps one line a task at
+    # 80 columns, each whole on its own line (a folded path cannot be copied; an installed package's
+    # path alone can pass 80 columns).
+    sources = []
     for name in task_names():
         spec = get_task(name)
         size = str(spec.size) if spec.size is not None else "?"
@@ -52,10 +51,12 @@ def list_tasks(
         p = spec.protocol
         table.add_row(name, size, str(p.k), str(p.temperature), str(p.top_p), str(p.max_tool_calls),
                       str(p.max_tokens), spec.answer_type)  # fmt: skip
-        sources.add_row(name, Text(source_of(spec, folder)))
+        sources.append((name, source_of(spec, folder)))
     console.print(table)
     console.print("sources:")
-    console.print(sources)
+    width = max(len(name) for name, _ in sources)
+    for name, source in sources:
+        console.print(f"{name:<{width}}  {source}", markup=False, highlight=False, soft_wrap=True)
     for group in groups().values():
         console.print(f"group [bold]{group.name}[/]: {', '.join(group.tasks)} — {group.description}")
 

@@ -180,3 +180,26 @@ async def test_live_kernels_are_capped():
 
         await asyncio.gather(first(), second())
     assert order == ["first ran", "first closes", "second ran"]
+
+
+def test_sandbox_exec_exits_non_zero_when_a_cell_fails(tmp_path):
+    """`cortbench sandbox exec` runs every cell, then fails like a script would (exit 1, one line
+    naming the cells) unless --allow-errors; state carries across the files."""
+    import subprocess
+    import sys
+
+    cells = [tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"]
+    for path, code in zip(cells, ["x = 41", "1 / 0", "print(x + 1)"]):
+        path.write_text(code)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "cortbench.harness.cli", "sandbox", "exec", "--json", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    done = run(*map(str, cells))
+    assert done.returncode == 1
+    statuses = [line.split('"status": "')[1].split('"')[0] for line in done.stdout.splitlines()]
+    assert statuses == ["ok", "error", "ok"] and '"output": "42"' in done.stdout.splitlines()[2]
+    assert done.stderr.strip() == "error: cell 2 failed (--allow-errors exits 0)"
+    assert run("--allow-errors", *map(str, cells)).returncode == 0
+    assert run(str(cells[0]), str(cells[2])).returncode == 0

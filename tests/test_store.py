@@ -76,8 +76,10 @@ def test_a_run_folder_without_records_is_taken_by_a_new_run(tmp_path):
 def test_resume_refuses_a_different_model(tmp_path):
     with RunStore.open(tmp_path / "run", {"model": "m"}) as store:
         store.append(record("a"))
-    with pytest.raises(RunStoreError, match="model"):
+    with pytest.raises(RunStoreError, match="model differs from the stored run"):
         RunStore.open(tmp_path / "run", {"model": "other"}, resume=True, identity=("model",))
+    with pytest.raises(RunStoreError, match="model, hint differ from the stored run"):
+        RunStore.open(tmp_path / "run", {"model": "o", "hint": "h"}, resume=True, identity=("model", "hint"))
 
 
 def test_torn_last_line_is_cut_on_open(tmp_path):

@@ -118,25 +118,34 @@ def test_cortbench_tasks_lists_and_checks(cort_data):
 
 
 def test_cortbench_tasks_reads_at_80_columns_piped(cort_data, tmp_path):
-    """Piped (no TTY) at COLUMNS=80: no line wider, one table line a task, every source shown whole."""
+    """Piped (no TTY) at COLUMNS=80: one table line a task, no line wider but the sources, and
+    every source shown whole on its line, also a path longer than 80 columns (an installed package's
+    data file, or here a deep data folder)."""
     from cortbench.tasks.loading import source_of
     from cortbench.tasks.registry import task_names
 
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 3) / "cort"
+    deep.parent.mkdir()
+    deep.symlink_to(cort_data.resolve())
     out = tmp_path / "tasks.txt"
     with out.open("w") as stdout:
         done = subprocess.run(
-            [sys.executable, "-m", "cortbench.harness.cli", "tasks", "--data-dir", str(cort_data)],
+            [sys.executable, "-m", "cortbench.harness.cli", "tasks", "--data-dir", str(deep)],
             stdout=stdout, stderr=subprocess.PIPE, text=True, env={"COLUMNS": "80", "PATH": ""}, timeout=120,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = out.read_text().splitlines()
-    assert max(len(line) for line in lines) <= 80
     names = task_names()
     assert (
         len(lines) <= 2 * len(names) + 10
     )  # was 213 lines for 6 tasks: the source column one character wide
+    sources = {
+        line.split()[0]: line for line in lines[lines.index("sources:") + 1 :] if line.split()[0] in names
+    }
+    assert sorted(sources) == sorted(names)
+    assert max(len(line) for line in lines if line not in sources.values()) <= 80
+    assert max(len(line) for line in sources.values()) > 80  # the case that used to fold
     for name in names:
         [row] = [line for line in lines if line.startswith(f"│ {name} ")]
         assert "…" not in row
-        [source] = [line for line in lines if line.startswith(f"{name} ")]
-        assert source.split()[1] == source_of(get_task(name), cort_data)
+        assert sources[name].split() == [name, source_of(get_task(name), deep)]

@@ -100,12 +100,17 @@ class HFGenerator:
                 **sampling,
             )
         new = output[0, ids.shape[1] :].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        # generate() stops on the token that completes a stop string, which may run past it
-        # ("```\n\nThe"): look for it in the last token's reach only
-        last = len(self.tokenizer.decode(new[-1:], skip_special_tokens=True))
-        text, matched = cut_at_stop(text, stop, start=len(text) - last - max(map(len, stop), default=0) + 1)
+        text, matched = decode_to_stop(self.tokenizer, new, stop)
         ended = matched is not None or (new and new[-1] == self.tokenizer.eos_token_id)
         return Completion(
             text, "stop" if ended or len(new) < max_tokens else "length", len(new), stop=matched
         )
+
+
+def decode_to_stop(tokenizer: Any, new: list[int], stop: tuple[str, ...]) -> tuple[str, str | None]:
+    """The text of `new` (generated ids) and the stop string it ended on, if any. generate() stops on
+    the token that completes a stop string, which may run past it ("```\n\nThe"): the text is cut
+    right after it, looked for within the last token's reach only (an earlier match is no stop)."""
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    last = len(tokenizer.decode(new[-1:], skip_special_tokens=True))
+    return cut_at_stop(text, stop, start=len(text) - last - max(map(len, stop), default=0) + 1)
