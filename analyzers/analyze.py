@@ -15,6 +15,7 @@ elsewhere in one batch (an LLM judge) join the same way with `join_labels`.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import multiprocessing as mp
@@ -26,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,11 +36,15 @@ from ..harness.store import read_run
 from .behaviours import KINDS, label_behaviours
 from .code import cells_of, code_stats, summarize_code
 from .heuristics import label_record
-from .libraries import CHEMISTRY_MODULE, imports_in, is_chemistry, module_rows
-from .purpose import label_cells
+from .libraries import CHEMISTRY_MODULE, imports_in, module_rows
+from .purpose import CellPurpose, label_cells, purpose_rows
 from .results_file import GRADES, replace_atomically, update_results
+from .scorers import is_chemistry
 from .tokens import Counter as TokenCounter
 from .tokens import hf_counter, locate_segments, record_tokenizer, token_split
+
+if TYPE_CHECKING:
+    from .judge import CellJudge
 
 SCHEMA_VERSION = 1
 ANALYSIS_DIR = "analysis"
@@ -73,13 +78,16 @@ def analyze_run(
     cell_labelers: Sequence[CellLabeler] | None = None,
     trajectory_labelers: Sequence[TrajectoryLabeler] | None = None,
     write: bool = True,
+    judge: CellJudge | None = None,
 ) -> Analysis:
     """Analyse a saved run. `tokenizer` (a Hugging Face name or path) counts the records that carry
     no segment counts; without it those are approximated and labelled `approx:chars/4`.
 
     By default each executed cell gets the heuristic purpose label (purpose.label_cells) and each
     trajectory its behaviour spans (behaviours.label_behaviours); pass other labelers (or `()`) to
-    change that."""
+    change that. A `judge` (judge.CellJudge, e.g. `get_judge("llm", ...)`) labels every cell first,
+    in one batch, and is closed after: its labels are the `purpose` columns (beside other
+    `cell_labelers` given, as `judge_purpose`), and its report is the summary's "judge"."""
     run_dir = Path(run_dir)
     config, records = read_run(run_dir)
     counter: TokenCounter | None = None
@@ -88,6 +96,11 @@ def analyze_run(
             counter = hf_counter(tokenizer)
         except ValueError as exc:
             raise AnalysisError(str(exc)) from None
+    judge_report = None
+    if judge is not None:
+        prefix = "purpose" if cell_labelers is None else "judge_purpose"
+        cell_labelers = (*(cell_labelers or ()), _judge_labels(judge, records, prefix))
+        judge_report = {"model": judge.model_name, **judge.report()}
     record_label = record_tokenizer(config)
     count = (lambda text: counter([text])[0]) if counter is not None else None
     joint = None  # one function giving every labeler's output for a record, when the defaults are used
@@ -128,6 +141,8 @@ def analyze_run(
         "cell": [_name(f) for f in cell_labelers],
         "trajectory": [_name(f) for f in trajectory_labelers],
     }
+    if judge_report is not None:
+        summary["judge"] = judge_report
     directory = None
     if write:
         directory = run_dir / ANALYSIS_DIR
@@ -210,7 +225,7 @@ def _analyze_record(
     trajectory = {
         **key,
         "finish_reason": record.finish_reason,
-        "chemistry": is_chemistry(record.task, record.problem_meta),
+        "chemistry": is_chemistry(record),
         "correct": None,
         **split.columns(),
         "record_generated": record.tokens.generated,
@@ -419,6 +434,25 @@ def _each(labelers: Sequence[Callable], record: TrajectoryRecord) -> tuple:
 def _label_chunk(span: tuple[int, int]) -> list[tuple]:
     records, label = _shared  # type: ignore[misc]
     return [label(r) for r in records[span[0] : span[1]]]
+
+
+def _judge_labels(judge: CellJudge, records: list[TrajectoryRecord], prefix: str) -> CellLabeler:
+    """Run `judge` over every record (one batch, then close it) and return a cell labeler that
+    gives its labels as columns named after `prefix`."""
+
+    async def go() -> list[list[CellPurpose]]:
+        try:
+            return await judge.classify_many(records)
+        finally:
+            await judge.aclose()
+
+    labels = dict(zip((r.key for r in records), asyncio.run(go())))
+
+    def labeler(record: TrajectoryRecord) -> list[dict[str, Any]]:
+        return purpose_rows([record], [labels[record.key]], prefix)
+
+    labeler.__qualname__ = f"judge:{judge.model_name}"
+    return labeler
 
 
 def _grades(run_dir: Path) -> dict[tuple[str, str, int], bool]:

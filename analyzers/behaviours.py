@@ -170,7 +170,7 @@ def _distrust(view: RecordView) -> list[BehaviourSpan]:
             between = prose[cell.end : later.start]
             announced = _RECHECK.search(between[-400:]) or _DOUBT.search(between)
             if similarity >= RERUN_SIMILARITY or announced:
-                reason = f"code {similarity:.0%} similar" if similarity >= RERUN_SIMILARITY else (
+                reason = f"code {similarity:.0%} similar" if similarity >= RERUN_SIMILARITY or not announced else (
                     f"announced with {' '.join(announced.group(0).split())!r}")  # fmt: skip
                 spans.append(BehaviourSpan("result_distrust", later.start, later.end, cell.index,
                                            f"cell {later.index} recomputes {_fmt(key)} from cell {cell.index} "

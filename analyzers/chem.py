@@ -32,16 +32,6 @@ CHEM_ANSWER_TYPES = frozenset({"number", "integer", "formula", "smiles", "choice
 _EPS = 1e-9
 
 
-def uses_chem_grader(meta: dict[str, Any] | None) -> bool:
-    """True for a record of the chemistry set: its `problem_meta` says so (`grader: "chem"`) and has one
-    of the chemistry answer types. (OlympiadBench's metadata also has an `answer_type`, with other values.)"""
-    return (
-        isinstance(meta, dict)
-        and meta.get("grader") == "chem"
-        and meta.get("answer_type") in CHEM_ANSWER_TYPES
-    )
-
-
 def grade_chem(gold: str, response: str, meta: dict[str, Any]) -> Grade:
     """Grade one response to a chemistry problem; never raises."""
     extracted = None
@@ -199,6 +189,7 @@ def _parse_group(text: str, i: int) -> tuple[dict[str, int] | None, int]:
             if inner is None or i >= len(text) or text[i] not in ")]":
                 return None, i
             m = re.match(r"\d*", text[i + 1 :])
+            assert m is not None  # \d* matches the empty string
             factor = int(m.group() or 1)
             i += 1 + len(m.group())
             for el, n in inner.items():
@@ -307,7 +298,7 @@ def answer_key(extracted: str | None, meta: dict[str, Any]) -> str | None:
             if parsed is None:
                 return None
             counts, charge = parsed
-            order = [el for el in ("C", "H") if el in counts and "C" in counts]
+            order: list[str] = [el for el in ("C", "H") if el in counts and "C" in counts]
             order += sorted(el for el in counts if el not in order)
             text = "".join(el + (str(counts[el]) if counts[el] != 1 else "") for el in order)
             return text + (

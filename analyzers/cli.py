@@ -7,10 +7,19 @@ import json
 import os
 import sys
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
+
+
+class MajEmpty(StrEnum):
+    """ScoringOptions.maj_empty, as the command line spells it."""
+
+    abstain = "abstain"
+    own_group = "own-group"
+
 
 BATCH = 4096  # lines graded at once: keeps memory flat on big runs, the pool busy
 
@@ -62,7 +71,7 @@ def grade_command(
                     _grade_batch(grader, batch, sink, counts)
                     batch = []
             _grade_batch(grader, batch, sink, counts)
-        if temporary is not None:
+        if temporary is not None and output is not None:  # (the one comes with the other)
             temporary.close()
             umask = os.umask(0)
             os.umask(umask)
@@ -119,6 +128,13 @@ def score_command(
     workers: Annotated[int | None, typer.Option(help="Grading processes (default: one per CPU).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per answer (protocol: 30).")] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap over problems.")] = 0,
+    require_box: Annotated[
+        bool, typer.Option(help="A response without \\boxed{} is wrong (default: math-verify's fallback).")
+    ] = False,
+    maj_empty: Annotated[
+        MajEmpty,
+        typer.Option(help="In maj@k, samples without an answer abstain, or each is its own group (CoRT)."),
+    ] = MajEmpty.abstain,
 ) -> None:
     """Regrade saved runs and recompute their metrics (nothing is regenerated): writes
     runs/<name>/grades.jsonl and results.json (docs/results.md) and prints the paper's columns."""
@@ -127,12 +143,13 @@ def score_command(
 
     from .grading import Grader, GradingError
     from .results_file import ResultsFileError
-    from .scoring import NothingToScore, score_run
+    from .scoring import NothingToScore, ScoringOptions, score_run
 
     try:
         with Grader(workers=workers, timeout_s=timeout) as grader:
             for run in runs:
-                results = score_run(run, grader, seed=seed)
+                options = ScoringOptions(require_box=require_box, maj_empty=maj_empty.value)
+                results = score_run(run, grader, seed=seed, options=options)
                 console.print(results_table(results, title=f"cortbench score {run}"))
                 for note in unfinished(results):
                     console.print(f"[yellow]{note}[/]", highlight=False)
@@ -224,10 +241,26 @@ def analyze_command(
         ),
     ] = None,
     top: Annotated[int, typer.Option(help="Modules shown in the library table.")] = 15,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="Label each cell's purpose with this judge instead of the heuristic: llm (an LLM behind "
+            "any backend, the paper's method; docs/purpose.md) or a plug-in's."
+        ),
+    ] = None,
+    judge_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--judge-arg",
+            help="KEY=VALUE passed to the judge, repeatable (llm: base_url=http://host:8000/v1, model=NAME, "
+            "tokenizer=HF_ID, cache_path=FILE, concurrency=8, prefill=true, backend=openai, ...).",
+        ),
+    ] = None,
 ) -> None:
     """Tokens by segment, code statistics and library adoption of a saved run: writes
     runs/<name>/analysis/*.parquet and the "analysis" key of results.json (docs/analyzers.md)."""
     from cortbench.harness.console import console, fail
+    from cortbench.harness.registry import OptionError, parse_options
     from cortbench.harness.store import SAMPLES, RunStoreError
 
     from .analyze import AnalysisError, analyze_run
@@ -235,8 +268,16 @@ def analyze_command(
 
     if not (run / SAMPLES).is_file():
         fail(f"{run} is not a run directory (no {SAMPLES})")
+    cell_judge = None
+    if judge is not None or judge_arg:
+        from .judge import JudgeError, get_judge
+
+        try:
+            cell_judge = get_judge(judge or "llm", **parse_options(judge_arg, "--judge-arg"))
+        except (JudgeError, OptionError) as exc:
+            fail(str(exc))
     try:
-        analysis = analyze_run(run, tokenizer)
+        analysis = analyze_run(run, tokenizer, judge=cell_judge)
     except (RunStoreError, AnalysisError, ResultsFileError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -247,6 +288,13 @@ def analyze_command(
     else:
         for table in analysis_tables(summary, top=top):
             console.print(table)
+    if "judge" in summary:
+        console.print(
+            f"judge {summary['judge']['model']}: {summary['judge']['summary']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"tables: {analysis.directory}/{{trajectories,cells,imports}}.parquet; "
                   f"summary: {run / 'results.json'} (key \"analysis\")", highlight=False)  # fmt: skip
 
@@ -317,7 +365,8 @@ def analysis_tables(summary: dict, top: int = 15) -> list:
                           num(m["median_first_cell"], 1), *([by_task] if several else []))  # fmt: skip
     out = [code, failures, errors, segments, totals, libraries]
     if "purpose" in summary:
-        purpose = table("purpose of executed cells (heuristic; docs/purpose.md)", "task", "cells",
+        by = f"judge {summary['judge']['model']}" if "judge" in summary else "heuristic"
+        purpose = table(f"purpose of executed cells ({by}; docs/purpose.md)", "task", "cells",
                         "calculation %", "verification %")  # fmt: skip
         for name, p in summary["purpose"].items():
             purpose.add_row(name, str(p["cells"]), pct(p["calculation"]), pct(p["verification"]))

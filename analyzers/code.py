@@ -15,12 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..harness.records import ToolCall, TrajectoryRecord
-from ..harness.rollout import TOOL_LIMIT_MESSAGE
+from ..tasks.prompts import TOOL_LIMIT_MESSAGE
 from .tokens import LocatedSegment, locate_segments, unclosed_block
 
 CellState = Literal["executed", "not_executed", "unclosed"]
 
-SUCCESS = frozenset({"ok", "output_truncated"})  # ran without error (output cut for the model or not)
 LIMIT_TEXT = TOOL_LIMIT_MESSAGE.strip()
 
 
@@ -45,10 +44,10 @@ class Cell:
 
 
 def error_kind(call: ToolCall) -> str | None:
-    """Why a call failed, or None when it succeeded: the exception name for an ordinary error
-    (SyntaxError, NameError, ...), else the sandbox status (timeout, memory, killed,
-    kernel_restarted, or whatever another sandbox reports)."""
-    if call.status in SUCCESS:
+    """Why a call failed, or None when it succeeded (`ToolCall.ok`): the exception name for an
+    ordinary error (SyntaxError, NameError, ...), else the sandbox status (timeout, memory, killed,
+    or whatever another sandbox reports)."""
+    if call.ok:
         return None
     if call.status == "error":
         return call.error_name or "error"
@@ -138,7 +137,7 @@ def code_stats(record: TrajectoryRecord, cells: list[Cell], max_tool_calls: int 
         or record.finish_reason == "tool_limit"
         or (bool(calls) and LIMIT_TEXT in record.generation)
     )
-    succeeded = sum(c.status in SUCCESS for c in calls)
+    succeeded = sum(c.ok for c in calls)
     return CodeStats(
         blocks=sum(c.state != "unclosed" for c in cells),
         calls=len(calls),

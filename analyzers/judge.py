@@ -7,6 +7,11 @@ sha256(model name + rendered prompt), and every answer the judge gave is appende
 so rerunning an analysis costs no request. Answers are parsed when read, never trusted to be JSON. A
 judge that times out, errors or answers unparseably never stops a run: that cell gets the heuristic's
 label (`purpose.py`) with method "judge_failed", and the failure is counted in `PurposeJudge.stats`.
+
+Judges are registered by name (kind "judge"; `@register_judge`, or the `cortbench.judges` entry-point
+group for packages: docs/extending.md): `cortbench analyze RUN --judge llm --judge-arg
+base_url=http://host:8000/v1 --judge-arg model=NAME --judge-arg tokenizer=HF_ID` labels every cell
+with `llm`, this module's judge over any backend.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
-from ..harness.backends import BackendError
+from ..harness.backends import BackendError, get_backend
 from ..harness.records import TrajectoryRecord
+from ..harness.registry import Registry
 from ..harness.rollout import Generator
 from .purpose import CATEGORIES, PURPOSES, Cell, CellPurpose, Purpose, classify_cells, executed_cells
 
@@ -145,6 +152,19 @@ class PurposeJudge:
         """All records at once, so the judge sees `concurrency` requests in flight across records."""
         return list(await asyncio.gather(*(self.classify(r) for r in records)))
 
+    def report(self) -> dict[str, Any]:
+        """What the analysis summary keeps of this judge (results.json, analysis.judge)."""
+        s = self.stats
+        return {"model": self.model_name, "cells": s.cells, "judged": s.judged, "cached": s.cached,
+                "requests": s.requests, "failed": dict(s.failed), "cache": str(self.cache_path),
+                "summary": s.summary()}  # fmt: skip
+
+    async def aclose(self) -> None:
+        """Close the backend's connections (an HTTP backend's client), if it has any."""
+        close = getattr(self.generator, "aclose", None)
+        if close is not None:
+            await close()
+
     def messages(self, record: TrajectoryRecord, cell: Cell) -> list[dict[str, str]]:
         before = record.generation[: cell.start]
         cut = len(before) > self.context_chars
@@ -219,6 +239,94 @@ class PurposeJudge:
             del self._inflight[key]
 
 
+# --- judges by name -------------------------------------------------------------------------------------
+
+
+class JudgeError(RuntimeError):
+    """An unknown judge, or a judge that cannot be built as asked (one line)."""
+
+
+class CellJudge(Protocol):
+    """What `cortbench analyze --judge NAME` (`analyze_run(judge=...)`) runs: one label per executed
+    cell of each record, in order (`CellPurpose`, method "judge", or "judge_failed" with the
+    heuristic's label when the judge could not say), all records in one batch."""
+
+    model_name: str  # names the judge in the summary and the labels' evidence
+
+    async def classify_many(self, records: Iterable[TrajectoryRecord]) -> list[list[CellPurpose]]: ...
+
+    def report(self) -> dict[str, Any]:
+        """Plain data for the summary (results.json, analysis.judge): counts, failures, ..."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _load_builtins() -> None:
+    pass  # registered below
+
+
+JUDGES: Registry[CellJudge] = Registry("judge", JudgeError, _load_builtins)  # cortbench.judges
+
+
+def register_judge(name: str):
+    """Register a judge factory under `name` (usable as `cortbench analyze --judge name`; its keyword
+    arguments are the `--judge-arg KEY=VALUE`s)."""
+    return JUDGES.register(name)
+
+
+def get_judge(name: str, **kwargs: Any) -> CellJudge:
+    return JUDGES.create(name, **kwargs)
+
+
+def judge_names() -> list[str]:
+    return JUDGES.names()
+
+
+def default_cache_path() -> Path:
+    """$XDG_CACHE_HOME/cortbench/purpose-judge.jsonl (~/.cache/...): one cache for every run."""
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cortbench" / "purpose-judge.jsonl"
+    )
+
+
+@register_judge("llm")
+def llm_judge(
+    *,
+    backend: str = "openai",
+    model: str | None = None,
+    cache_path: str | None = None,
+    concurrency: int = 8,
+    max_tokens: int = 256,
+    timeout_s: float = 300.0,
+    context_chars: int = 8000,
+    prefill: bool = False,
+    **backend_options: Any,
+) -> PurposeJudge:
+    """The paper's judge: an LLM behind any backend (default `openai`: vLLM, SGLang, llama.cpp servers,
+    hosted APIs; give `base_url`, `model` and `tokenizer`, an HF tokenizer for the chat template), at
+    temperature 0 unless told otherwise. Other keywords go to the backend. Answers are cached in
+    `cache_path` (default: `default_cache_path()`), keyed by the model's name and the prompt."""
+    if backend == "openai" and not model:
+        raise JudgeError(
+            "judge 'llm': give the served model's name (--judge-arg model=NAME): it keys the cache"
+        )
+    if backend == "openai" and backend_options.get("tokenizer") is None:
+        raise JudgeError(
+            "judge 'llm': give the judge model's tokenizer (--judge-arg tokenizer=HF_ID or folder): "
+            "prompts are rendered with its chat template"
+        )
+    options = {"temperature": 0.0, **backend_options, **({"model": model} if model else {})}
+    if backend == "openai":
+        options.setdefault("max_concurrency", concurrency)
+    try:
+        generator = get_backend(backend, **options)
+        return PurposeJudge(generator, cache_path or default_cache_path(), str(model or backend), concurrency,
+                            max_tokens=max_tokens, timeout_s=timeout_s, context_chars=context_chars, prefill=prefill)  # fmt: skip
+    except BackendError as exc:
+        raise JudgeError(f"judge 'llm': {exc}") from None
+
+
 def _failure_kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
         return "timeout"
@@ -283,7 +391,7 @@ def parse_verdict(answer: str) -> Verdict | None:
     if m:
         return Verdict(m.group(1).lower(), (), "")  # type: ignore[arg-type]
     word = re.sub(r"[^a-z]", "", text.lower())
-    return Verdict(word, (), "") if word in PURPOSES else None  # type: ignore[arg-type]
+    return Verdict(word, (), "") if word in PURPOSES else None
 
 
 def _loads(raw: str) -> object:
@@ -297,7 +405,7 @@ def _loads(raw: str) -> object:
 
 def _purpose(value: object) -> Purpose | None:
     word = str(value).strip().lower() if value is not None else ""
-    return word if word in PURPOSES else None  # type: ignore[return-value]
+    return word if word in PURPOSES else None
 
 
 def _categories(values: Sequence[object]) -> tuple[str, ...]:

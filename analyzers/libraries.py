@@ -188,11 +188,3 @@ def module_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if imp.name not in row["names"]:
                 row["names"].append(imp.name)
     return list(rows.values())
-
-
-def is_chemistry(task: str, meta: dict[str, Any]) -> bool:
-    """A chemistry problem: its task's name says so (cort_chem, ...) or its metadata's domain,
-    subject or field starts with "chem"."""
-    if "chem" in task.lower():
-        return True
-    return any(str(meta.get(key, "")).lower().startswith("chem") for key in ("domain", "subject", "field"))

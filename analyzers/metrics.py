@@ -58,8 +58,9 @@ def mean_of(estimates: Sequence[Estimate]) -> Estimate:
     samples, so the standard error combines in quadrature and bootstrap replicates average."""
     value = float(np.mean([e.value for e in estimates]))
     se = float(np.sqrt(sum(e.se**2 for e in estimates)) / len(estimates))
-    if all(e.replicates is not None for e in estimates):
-        replicates = np.mean([e.replicates for e in estimates], axis=0)
+    every = [e.replicates for e in estimates if e.replicates is not None]
+    if len(every) == len(estimates):
+        replicates = np.mean(every, axis=0)
         return Estimate(value, se, _interval(replicates), sum(e.n for e in estimates), replicates)
     return Estimate(value, se, (float("nan"), float("nan")), sum(e.n for e in estimates))
 
@@ -77,9 +78,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def majority_correct(correct: Sequence[bool], answer_class: Sequence[int | None]) -> bool:
+MAJ_EMPTY = ("abstain", "own-group")  # what a sample without an answer does in a majority vote
+
+
+def majority_correct(
+    correct: Sequence[bool], answer_class: Sequence[int | None], *, empty: str = "abstain"
+) -> bool:
     """Whether the first largest group of equivalent answers is correct. Samples without an answer
-    (class None) do not vote; if none has an answer, the vote fails."""
+    (class None) do not vote (`empty="abstain"`, cortbench's default), or each forms its own group
+    (`"own-group"`, as CoRT's public code does: such a group can win a tie, and loses); if no sample
+    has an answer, the vote fails."""
+    if empty not in MAJ_EMPTY:
+        raise ValueError(f"empty must be one of {MAJ_EMPTY}, not {empty!r}")
+    if empty == "own-group":  # a distinct class for each sample without an answer, never correct
+        classes = [-1 - i if c is None else c for i, c in enumerate(answer_class)]
+        correct = [ok and c >= 0 for ok, c in zip(correct, classes)]
+        answer_class = classes
     votes = Counter(c for c in answer_class if c is not None)
     if not votes:
         return False

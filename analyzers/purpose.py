@@ -28,11 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property, lru_cache
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeGuard
 
 from ..harness.fences import _BLOCK  # the protocol's own block pattern: one definition of a block
 from ..harness.records import TrajectoryRecord
-from .transcript import tool_calls_in
 
 Purpose = Literal["calculation", "verification"]
 PURPOSES: tuple[Purpose, ...] = ("calculation", "verification")
@@ -67,7 +66,6 @@ CATEGORIES: tuple[str, ...] = (
 )
 
 HEURISTIC = "heuristic"
-FAILED_STATUSES = frozenset({"error", "timeout", "memory", "killed"})
 VOCAB_WINDOW = 250  # characters of reasoning right before a cell searched for its announced intent
 THRESHOLD = 1.0  # score at or above which a cell is Verification
 
@@ -100,8 +98,8 @@ class Cell:
 
 def executed_cells(record: TrajectoryRecord) -> list[Cell]:
     """The executed cells: each python block directly followed by an output block, paired in order
-    with `record.tool_calls` (code and output are taken from there; records without tool calls,
-    such as transcripts, fall back to the text)."""
+    with `record.tool_calls` (code and output are taken from there; a record read without them,
+    another tool's transcript, has them read back from its text by `TrajectoryRecord.from_dict`)."""
     blocks = list(_BLOCK.finditer(record.generation))
     pairs = [
         (a, b)
@@ -110,10 +108,10 @@ def executed_cells(record: TrajectoryRecord) -> list[Cell]:
         and b.group(1) == "output"
         and not record.generation[a.end() : b.start()].strip()
     ]
-    calls = record.tool_calls or tool_calls_in(record.generation)
+    calls = record.tool_calls
     cells = []
     for i, ((code_m, out_m), call) in enumerate(zip(pairs, calls)):
-        failed = call.status in FAILED_STATUSES if hasattr(call, "status") else call.failed
+        failed = not call.ok
         cells.append(Cell(i, call.code, call.output, failed, code_m.start(), code_m.end(), out_m.end()))
     return cells
 
@@ -295,7 +293,15 @@ def latex_to_python(tex: str) -> str | None:
     return s
 
 
-_FUNCS = {"sqrt": None, "exp": math.exp, "log": math.log, "ln": math.log, "Abs": abs, "abs": abs}
+# sqrt (None) is exact on perfect squares: _scalar
+_FUNCS: dict[str, Callable[[Any], Number] | None] = {  # (Any: abs is generic)
+    "sqrt": None,
+    "exp": math.exp,
+    "log": math.log,
+    "ln": math.log,
+    "Abs": abs,
+    "abs": abs,
+}
 _CONSTS = {"pi": math.pi, "e": math.e, "E": math.e}
 
 
@@ -329,8 +335,13 @@ def _values(node: ast.AST) -> list[Number]:
     return [_scalar(node)]
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float literal (not a bool, a complex or a string)."""
+    return type(value) in (int, float)
+
+
 def _scalar(node: ast.AST) -> Number:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and _is_number(node.value):
         return node.value
     if isinstance(node, ast.Name) and node.id in _CONSTS:
         return _CONSTS[node.id]
@@ -344,13 +355,14 @@ def _scalar(node: ast.AST) -> Number:
         and len(node.args) == 1
     ):
         v = _scalar(node.args[0])
-        if node.func.id == "sqrt":
+        function = _FUNCS[node.func.id]
+        if function is None:  # sqrt
             if not isinstance(v, float) and v >= 0:
                 r = Fraction(math.isqrt(v.numerator), math.isqrt(v.denominator))
                 if r * r == v:
                     return _simplest(r)
             return math.sqrt(v)
-        return _FUNCS[node.func.id](v)
+        return function(v)
     if isinstance(node, ast.BinOp):
         a, b = _scalar(node.left), _scalar(node.right)
         if isinstance(node.op, ast.Add):
@@ -729,7 +741,7 @@ def _tree_facts(code: str, tree: ast.AST) -> CodeFacts:
         elif isinstance(node, ast.Assign):
             facts.expressions.append(_expression(code, node.value))
             facts.recurrence |= where.loop and _extends_itself(node)
-        elif isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        elif isinstance(node, ast.Constant) and _is_number(node.value):
             facts.literals.append(node.value)
         elif isinstance(node, ast.Assert):
             facts.asserts += 1
@@ -1201,8 +1213,8 @@ def _evidence(cell: Cell, facts: CodeFacts, view: RecordView, problem_values: Se
         hit = _match(out.key, view, cell.start, previous_end, start=previous_end, trivial=True, claims=True)
         if hit is not None:
             ev.add(2.0, f"output {_fmt(out.key)} stated just before ({_snippet(prose, hit.pos)})")
-    elif key is not None and key in matches and matches[key] is not None:
-        ev.add(3.0, f"output {_fmt(key)} already in the reasoning ({_snippet(prose, matches[key].pos)})")
+    elif key is not None and (found := matches.get(key)) is not None:
+        ev.add(3.0, f"output {_fmt(key)} already in the reasoning ({_snippet(prose, found.pos)})")
     elif significant and sum(m is not None for m in matches.values()) * 2 >= len(significant):
         hit = next(m for m in matches.values() if m is not None)
         ev.add(2.0, f"most printed values already in the reasoning ({_snippet(prose, hit.pos)})")
@@ -1363,7 +1375,7 @@ def _approximate(value: float, found: Sequence[Found], prose: str) -> Found | No
     if weight(value) < 1:
         return None
     for f in reversed(found):
-        if weight(f.value) > 0 and f.claim and abs(f.value) < 1e300:
+        if weight(f.value) > 0 and f.claim and -1e300 < f.value < 1e300:
             if abs(value - float(f.value)) <= 0.01 * abs(float(f.value)) and not _in_script(prose, f.pos):
                 return f
     return None

@@ -26,12 +26,13 @@ from ..harness.store import read_run
 from ..tasks.loading import source_of
 from ..tasks.problems import TaskDataError
 from ..tasks.registry import get_task, groups
-from .chem import answer_key, grade_chem, uses_chem_grader
 from .grading import Grade, Grader
-from .metrics import Estimate, estimate, majority_correct, mean_of, pass_at_k
+from .metrics import MAJ_EMPTY, Estimate, estimate, majority_correct, mean_of, pass_at_k
 from .results_file import GRADES, update_results, write_atomic
+from .scorers import Item, get_scorer, grade_items, scorer_of
 
 SCHEMA_VERSION = 1
+BOX = "\\boxed"  # what ScoringOptions.require_box looks for
 
 
 @dataclass
@@ -46,11 +47,11 @@ class SampleGrade:
     grading_error: str | None
     answer_class: int | None  # samples of a problem with equivalent answers share a class
     response_tokens: int | None  # the whole generation, interpreter outputs included
-    generated_tokens: int
+    generated_tokens: int | None  # None where the record does not know it (imported)
     tool_calls: int
     failed_tool_calls: int
     finish_reason: str
-    grader: str  # "math-verify" or "chem"
+    grader: str  # the scorer's name: "math-verify", "chem", or one a user registered
     has_gold: bool = True  # False: the record carries no gold answer; kept, never scored
 
 
@@ -58,42 +59,50 @@ class NothingToScore(ValueError):
     """No record of the run carries a gold answer: a score would be a meaningless 0%."""
 
 
-def grade_records(records: list[TrajectoryRecord], grader: Grader) -> list[SampleGrade]:
-    """Grade every record against its gold and group each problem's answers into equivalence classes.
+@dataclass(frozen=True)
+class ScoringOptions:
+    """Where cortbench and CoRT's public code differ, both are available (docs/results.md):
 
-    Math answers go through math-verify as the protocol says; chemistry problems (cort_chem) carry
-    their own answer type and tolerance and are graded by `chem.grade_chem` in this process. A record
-    without gold is not graded (its row says `has_gold: false`)."""
-    chem = [uses_chem_grader(r.problem_meta) for r in records]
-    gold = [r.gold is not None for r in records]
-    math = [i for i, is_chem in enumerate(chem) if not is_chem and gold[i]]
+    require_box: a response without any \\boxed{} is wrong (math-verify, as the protocol calls it,
+        falls back to the last number or expression of the whole text; default: as the protocol).
+    maj_empty: in maj@k, samples without an answer "abstain" (cortbench's default) or each forms its
+        "own-group" (CoRT's code).
+    """
+
+    require_box: bool = False
+    maj_empty: str = "abstain"
+
+    def __post_init__(self) -> None:
+        if self.maj_empty not in MAJ_EMPTY:
+            raise ValueError(f"maj_empty must be one of {', '.join(MAJ_EMPTY)}, not {self.maj_empty!r}")
+
+
+def grade_records(
+    records: list[TrajectoryRecord], grader: Grader, options: ScoringOptions = ScoringOptions()
+) -> list[SampleGrade]:
+    """Grade every record against its gold with its task's scorer (`scorers.scorer_of`: math-verify
+    as the protocol says, the chemistry set's own grader, or one a user registered), and group each
+    problem's answers into equivalence classes the same way. A record without gold is not graded
+    (its row says `has_gold: false`); with `options.require_box`, nor is a response without a box
+    (wrong, no answer)."""
+    names = [scorer_of(r) for r in records]
+    items = [Item(r.gold or "", r.generation, r.problem_meta) for r in records]
+    boxed = [not options.require_box or BOX in r.generation for r in records]
+    with_gold = [i for i, r in enumerate(records) if r.gold is not None and boxed[i]]
+    graded = grade_items([items[i] for i in with_gold], [names[i] for i in with_gold], grader)
     grades: list[Grade] = [Grade(False)] * len(records)
-    for i, grade in zip(math, grader.grade_many((records[i].gold, records[i].generation) for i in math)):
-        grades[i] = grade
-    for i in (i for i, is_chem in enumerate(chem) if is_chem and gold[i]):
-        grades[i] = grade_chem(records[i].gold, records[i].generation, records[i].problem_meta)
+    for i, g in zip(with_gold, graded):
+        grades[i] = g
     by_problem: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         by_problem[(record.task, record.problem_id)].append(i)
     classes: dict[int, int | None] = {}
     for indices in by_problem.values():
         indices.sort(key=lambda i: records[i].sample_idx)
-        if chem[indices[0]]:
-            keys = [answer_key(grades[i].extracted, records[i].problem_meta) for i in indices]
-            labels = _labels_by_key(keys)
-        else:
-            labels = answer_classes([grades[i].extracted for i in indices], grader)
+        scorer = get_scorer(names[indices[0]])
+        labels = scorer.classes([grades[i] for i in indices], [items[i] for i in indices], grader)
         classes.update(zip(indices, labels))
-    return [
-        _sample_grade(r, g, classes[i], "chem" if chem[i] else "math-verify")
-        for i, (r, g) in enumerate(zip(records, grades))
-    ]
-
-
-def _labels_by_key(keys: list) -> list[int | None]:
-    """Equal keys share a class, numbered in order of first appearance; None stays None."""
-    first: dict = {}
-    return [None if k is None else first.setdefault(k, len(first)) for k in keys]
+    return [_sample_grade(r, g, classes[i], names[i]) for i, (r, g) in enumerate(zip(records, grades))]
 
 
 def _sample_grade(
@@ -120,22 +129,6 @@ def _sample_grade(
 def _segment_tokens(record: TrajectoryRecord) -> int | None:
     counts = [s.tokens for s in record.segments]
     return sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
-
-
-def answer_classes(answers: list[str | None], grader: Grader) -> list[int | None]:
-    """Label answers so that equivalent ones (math-verify) share a label: each answer joins the class
-    of the first earlier representative it matches, or starts a class. None (no answer) stays None."""
-    distinct = list(dict.fromkeys(a for a in answers if a is not None))
-    pairs = [(a, b) for j, b in enumerate(distinct) for a in distinct[:j]]
-    same = dict(zip(pairs, grader.grade_many((a, f"${b}$") for a, b in pairs))) if pairs else {}
-    representatives: list[str] = []
-    label: dict[str, int] = {}
-    for b in distinct:
-        match = next((a for a in representatives if same[(a, b)].correct), None)
-        if match is None:
-            representatives.append(b)
-        label[b] = label[match] if match is not None else len(representatives) - 1
-    return [None if a is None else label[a] for a in answers]
 
 
 @dataclass(frozen=True)
@@ -169,11 +162,11 @@ def intended(task: str, config: dict[str, Any]) -> Intended:
 
 
 def task_metrics(
-    samples: list[SampleGrade], *, seed: int = 0, plan: Intended = Intended()
+    samples: list[SampleGrade], *, seed: int = 0, plan: Intended = Intended(), maj_empty: str = "abstain"
 ) -> tuple[dict[str, Any], Estimate]:
     """The metrics of one task from its graded samples (each problem reduced to one score first),
     and its avg@k estimate (with bootstrap replicates, for group means). `plan`: what the run asked
-    for, against which the task is complete or not."""
+    for, against which the task is complete or not; `maj_empty`: ScoringOptions.maj_empty."""
     problems: dict[str, list[SampleGrade]] = defaultdict(list)
     for s in samples:
         problems[s.problem_id].append(s)
@@ -189,7 +182,7 @@ def task_metrics(
     maj_k = {
         str(k): estimate(
             [
-                majority_correct([s.correct for s in g[:k]], [s.answer_class for s in g[:k]])
+                majority_correct([s.correct for s in g[:k]], [s.answer_class for s in g[:k]], empty=maj_empty)
                 for g in problems.values()
             ],
             seed=seed,
@@ -265,7 +258,13 @@ def shortfall(task: dict[str, Any]) -> str | None:
     return f"{task['samples']:,} of {plural(expected, 'sample')} ({', '.join(details)})"
 
 
-def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    grades: list[SampleGrade],
+    config: dict[str, Any],
+    *,
+    seed: int = 0,
+    options: ScoringOptions = ScoringOptions(),
+) -> dict[str, Any]:
     """results.json: per-task metrics of the samples with gold, and each registered group whose tasks
     are all in the run (the group score is the plain mean of its task scores); whether the run holds
     every sample run.json asked for."""
@@ -274,7 +273,7 @@ def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 
         if g.has_gold:
             by_task[g.task].append(g)
     computed = {
-        name: task_metrics(samples, seed=seed, plan=intended(name, config))
+        name: task_metrics(samples, seed=seed, plan=intended(name, config), maj_empty=options.maj_empty)
         for name, samples in by_task.items()
     }
     tasks = {name: metrics for name, (metrics, _) in computed.items()}
@@ -287,7 +286,8 @@ def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 
                 "avg@k": mean_of([avg_estimates[t] for t in group.tasks]).to_dict(),
                 "complete": all(tasks[t]["complete"] for t in group.tasks),
             }
-    planned = config.get("samples") if isinstance(config.get("samples"), dict) else {}
+    asked = config.get("samples")
+    planned = asked if isinstance(asked, dict) else {}
     missing = [t for t in planned if t not in tasks]  # asked for, but not one sample with gold yet
     unplanned = [intended(t, config) for t in missing]
     expected = [t["samples_expected"] for t in tasks.values()] + [
@@ -300,18 +300,22 @@ def summarize(grades: list[SampleGrade], config: dict[str, Any], *, seed: int = 
         "config": config,
         "scored_at": time.time(),
         "grader": {"name": "math-verify", "version": version("math-verify")},
+        "scorers": sorted({g.grader for g in grades if g.has_gold}),
+        "options": asdict(options),
         "samples": len(grades),
         "samples_without_gold": sum(not g.has_gold for g in grades),
         "grading_errors": sum(g.grading_error is not None for g in grades),
         "complete": not missing and all(t["complete"] for t in tasks.values()),
-        "samples_expected": None if None in expected else sum(expected),  # type: ignore[arg-type]
+        "samples_expected": None if None in expected else sum(expected),
         "tasks_missing": missing,
         "tasks": tasks,
         "groups": group_results,
     }
 
 
-def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str, Any]:
+def score_run(
+    run_dir: str | Path, grader: Grader, *, seed: int = 0, options: ScoringOptions = ScoringOptions()
+) -> dict[str, Any]:
     """Grade a saved run and write grades.jsonl and results.json next to its records."""
     run_dir = Path(run_dir)
     config, records = read_run(run_dir)
@@ -320,8 +324,8 @@ def score_run(run_dir: str | Path, grader: Grader, *, seed: int = 0) -> dict[str
             f"{run_dir}: no gold answers in these records: nothing to score "
             '(a request to `cortbench serve --record` carries one in its "gold" field)'
         )
-    grades = grade_records(records, grader)
-    results = summarize(grades, config, seed=seed)
+    grades = grade_records(records, grader, options)
+    results = summarize(grades, config, seed=seed, options=options)
     write_atomic(run_dir / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
     update_results(run_dir, results)  # keeps what `cortbench analyze` added
     return results

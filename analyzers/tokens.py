@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..harness.fences import split_segments
-from ..harness.records import Segment, TrajectoryRecord
+from ..harness.records import Segment, SegmentKind, TrajectoryRecord
 
 APPROX = "approx:chars/4"
 BOXED = "\\boxed"
@@ -73,7 +73,7 @@ def record_tokenizer(config: dict[str, Any]) -> str:
 class LocatedSegment:
     """A segment and where its text starts in the generation."""
 
-    kind: str
+    kind: SegmentKind
     text: str
     offset: int
     tokens: int | None
@@ -178,8 +178,9 @@ def token_split(
 ) -> TokenSplit:
     """Split one trajectory's tokens. Record counts win; else `counter` (labelled `counter_label`);
     else the chars/4 approximation."""
-    if segments and all(s.tokens is not None for s in segments):
-        counts, label = [s.tokens for s in segments], record_label
+    known = [s.tokens for s in segments if s.tokens is not None]
+    if segments and len(known) == len(segments):
+        counts, label = known, record_label
     elif counter is not None:
         counts, label = counter([s.text for s in segments]), counter_label
     else:

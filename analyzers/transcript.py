@@ -1,22 +1,14 @@
 """Reading tool calls back from a transcript's text, for outputs that carry no records (lm-eval
 samples, other tools' generations): each python block followed by an output block is an executed
-call, failed when its output is one of the interpreter's failure texts."""
+call, failed when its output is one of the interpreter's failure texts (`cortbench.harness.text_calls`,
+which the importers share)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..harness.fences import split_segments
-from ..harness.sandbox import STATE_LOST_TEXT, TIMEOUT_TEXT
-
-# A traceback (ours is compact: a SyntaxError starts at its `File "<cell-N>"` line), CoRT's timeout
-# text, a restarted kernel, or a last line naming an exception (CoRT prints format_exc()).
-_FAILURE = re.compile(
-    r"\ATraceback \(most recent call last\):|\AFile \"<cell-\d+>\"|\A" + re.escape(TIMEOUT_TEXT)
-    + r"|" + re.escape(STATE_LOST_TEXT) + r"|^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)(: .*)?\Z",
-    re.MULTILINE,
-)  # fmt: skip
+from ..harness.text_calls import output_failed
 
 
 @dataclass(frozen=True)
@@ -29,7 +21,7 @@ class TextToolCall:
 def tool_calls_in(text: str) -> list[TextToolCall]:
     segments = split_segments(text)
     return [
-        TextToolCall(code.text, out.text, bool(_FAILURE.search(out.text.strip())))
+        TextToolCall(code.text, out.text, output_failed(out.text))
         for code, out in zip(segments, segments[1:])
         if code.kind == "code" and out.kind == "output"
     ]

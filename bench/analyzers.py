@@ -46,7 +46,6 @@ from pathlib import Path
 from cortbench.analyzers.analyze import analyze_run
 from cortbench.harness.fences import output_block, split_segments
 from cortbench.harness.records import InsertedHint, TokenCounts, ToolCall, TrajectoryRecord
-from cortbench.harness.rollout import TOOL_LIMIT_MESSAGE
 from cortbench.harness.store import SAMPLES, RunStore
 
 MAX_CALLS = 15
@@ -137,6 +136,8 @@ def _cell(rng: random.Random, chem: bool) -> str:
 
 
 def trajectory(rng: random.Random, task: str, pid: str, idx: int) -> TrajectoryRecord:
+    from cortbench.tasks.prompts import TOOL_LIMIT_MESSAGE  # here: --baseline's older code keeps it elsewhere
+
     chem = task == "cort_chem"
     cells = 0 if rng.random() < 0.1 else min(MAX_CALLS, 1 + int(rng.expovariate(1 / 3.5)))
     generation = _text(rng, rng.randint(3000, 12000))

@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.panel import Panel
 from rich.table import Table
 
+from ..tasks.spec import CORT_PROTOCOL
 from .console import console, err_console, fail, plural, say_error
-from .sandbox import ExecResult, LocalSandbox, SandboxConfig, SandboxError
+from .sandbox import ExecResult, LocalSandbox, Sandbox, SandboxConfig, SandboxError, make_sandbox
 
 app = typer.Typer(
     name="cortbench",
@@ -113,15 +114,47 @@ BackendArgs = Annotated[
 ]
 
 
+SandboxName = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        help="Where the model's code runs: local (default: isolated kernels on this machine), remote (a "
+        "`cortbench sandbox serve`), sandboxfusion, or a plug-in's sandbox.",
+    ),
+]
+SandboxArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sandbox-arg",
+        help="KEY=VALUE passed to the sandbox, repeatable (remote: url=http://host:8080, token=...; "
+        "local: SandboxConfig fields, memory_mb=2048, ...).",
+    ),
+]
+
+
+def _options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """Repeated KEY=VALUE options (`--backend-arg`, `--sandbox-arg`, ...) as keyword arguments; a bad
+    one is one line and exit 1."""
+    from .registry import OptionError, parse_options
+
+    try:
+        return parse_options(items, flag)
+    except OptionError as exc:
+        fail(str(exc))
+
+
+def _sandbox(name: str, args: dict[str, Any], config: SandboxConfig) -> Sandbox:
+    """The `--sandbox` (not started) with its `--sandbox-arg`s; a bad one is one line and exit 1."""
+    try:
+        return make_sandbox(name, config, args)
+    except SandboxError as exc:
+        fail(str(exc))
+
+
 def _backend_options(
     backend: str, model, base_url, tokenizer, temperature: float, top_p: float, extra: list[str] | None = None
 ) -> dict:
-    options = {"temperature": temperature, "top_p": top_p}
-    for item in extra or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            fail(f"--backend-arg takes KEY=VALUE, not {item!r}")
-        options[key] = yaml.safe_load(value) if value else ""
+    options: dict[str, Any] = {"temperature": temperature, "top_p": top_p, **_options(extra, "--backend-arg")}
     if backend == "openai":
         if not base_url:
             fail("the openai backend needs --base-url")
@@ -129,14 +162,6 @@ def _backend_options(
     elif model:
         options["model"] = model
     return options
-
-
-def _limits(generator, max_tool_calls: int, max_tokens: int):
-    """The protocol's limits, with the token budgets capped by the model's context length."""
-    from .rollout import Limits
-
-    tokens = min(max_tokens, getattr(generator, "context_length", None) or max_tokens)
-    return Limits(max_tool_calls=max_tool_calls, max_tokens_per_call=tokens, max_total_tokens=tokens)
 
 
 @app.command("run")
@@ -168,13 +193,13 @@ def run(
         str,
         typer.Option(help="Hint policy: none, prompt-hint (CoRT), code (opens the turn in a python block)."),
     ] = "none",
-    temperature: Annotated[float | None, typer.Option(help="Default: the tasks' protocol (0.6).")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Default: the tasks' protocol (0.95).")] = None,
-    max_tool_calls: Annotated[int | None, typer.Option(help="Default: the tasks' protocol (15).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Default: the tasks' protocol.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Default: the tasks' protocol.")] = None,
+    max_tool_calls: Annotated[int | None, typer.Option(help="Default: the tasks' protocol.")] = None,
     max_tokens: Annotated[
         int | None,
         typer.Option(
-            help="Tokens per trajectory (default: the tasks' protocol, 32768; capped by the model's context)."
+            help="Tokens per trajectory (default: the tasks' protocol; capped by the model's context)."
         ),
     ] = None,
     timeout: Annotated[
@@ -184,6 +209,8 @@ def run(
         int, typer.Option(help="Trajectories at once (capped by what the backend can serve at once).")
     ] = 16,
     backend_arg: BackendArgs = None,
+    sandbox: SandboxName = "local",
+    sandbox_arg: SandboxArgs = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in --output.")
     ] = False,
@@ -197,6 +224,8 @@ def run(
     """Run a model on problems with the interpreter in the loop; every trajectory is recorded."""
     from .backends import get_backend
     from .progress import RunProgress
+    from .registry import shown_options
+    from .rollout import Limits
     from .run_settings import RUN_IDENTITY, RunSettingsError, resolve_run
     from .runner import SamplingPlan, concurrency_for, run_samples
     from .store import RunStore
@@ -211,14 +240,19 @@ def run(
     options = _backend_options(backend, model, base_url, tokenizer, run.temperature, run.top_p, backend_arg)
     if backend == "openai":
         options.setdefault("max_concurrency", concurrency)  # a server serves what you pass
+    sandbox_args = _options(sandbox_arg, "--sandbox-arg")
+    _sandbox(sandbox, sandbox_args, SandboxConfig())  # a bad name or setting fails before the model loads
     config = run.config(backend=backend, model=model, limit=limit, hint=hint,
-                        backend_args=backend_arg or [], tokenizer=tokenizer)  # fmt: skip
+                        backend_args=backend_arg or [], tokenizer=tokenizer, sandbox=sandbox,
+                        sandbox_args=shown_options(sandbox_args))  # fmt: skip
 
     async def go() -> tuple[RunProgress, int]:
         generator = get_backend(backend, **options)
         if model is None and hasattr(generator, "model_path"):  # the embedded default: say which model ran
             config["model_file"] = os.path.basename(generator.model_path)
-        limits = _limits(generator, run.max_tool_calls, run.max_tokens)
+        limits = Limits.within_context(
+            generator, max_tool_calls=run.max_tool_calls, max_tokens=run.max_tokens
+        )
         if limits.max_total_tokens < run.max_tokens:
             err_console.print(
                 f"note: the model's context is {limits.max_total_tokens} tokens; trajectories are capped there"
@@ -234,8 +268,11 @@ def run(
             total = sum(run.samples[p.task][0] for p in run.problems)
             warm = min(at_once, 16)  # trajectories past the warm ones wait for a kernel start
             with RunProgress(total, len(store)) as progress:
-                async with LocalSandbox(SandboxConfig(timeout_s=run.timeout_s, warm_kernels=warm)) as sandbox:
-                    await run_samples(run.problems, generator, sandbox, store, plan, on_record=progress.add)
+                box = make_sandbox(
+                    sandbox, SandboxConfig(timeout_s=run.timeout_s, warm_kernels=warm), sandbox_args
+                )
+                async with box:
+                    await run_samples(run.problems, generator, box, store, plan, on_record=progress.add)
             return progress, len(store)
 
     progress, in_run = _run_to_the_end(go(), output)
@@ -283,6 +320,65 @@ def _summaries(output: Path) -> None:
             err_console.print(f"warning: the {entry.name!r} summary failed: {exc}")
 
 
+@app.command("import")
+def import_command(
+    source_format: Annotated[
+        str,
+        typer.Argument(
+            metavar="format",
+            help="lm-eval (its --log_samples files) or jsonl (rows of problem, gold and generation).",
+        ),
+    ],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files, or folders searched for them (lm-eval: samples_*.jsonl; jsonl: *.jsonl).",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory to write, e.g. runs/x.")],
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Task of every row (default: lm-eval's file name, cort_aime24 is aime24; jsonl: the "
+            "row's task field, else the file name)."
+        ),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="KEY=NAME: read KEY from field NAME (a.b for nested fields), repeatable. Keys: problem, "
+            "gold, generation, task, problem_id, problem_meta, finish_reason.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name for run.json (lm-eval: default from its results file).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run in --output.")
+    ] = False,
+) -> None:
+    """Turn other tools' outputs into a run folder that score, analyze, check and leaderboard read:
+    each generation is a sample, its tool calls read from its ```python and ```output blocks. Bad
+    rows are skipped, one line each (docs/import.md)."""
+    from .importers import ImportFailed, import_run, parse_fields
+    from .store import RunStoreError
+
+    def skipped(line: str) -> None:
+        err_console.print(f"skipped {line}", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        report = import_run(
+            source_format, paths, output, task=task, fields=parse_fields(field or []), model=model,
+            overwrite=overwrite, on_skip=skipped,
+        )  # fmt: skip
+    except (ImportFailed, RunStoreError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written")
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("serve")
 def serve_completions(
     backend: BackendName = "llamacpp",
@@ -296,13 +392,21 @@ def serve_completions(
     prompt_format: Annotated[
         str, typer.Option(help="chat: prompts are user messages (chat template applied); raw: used as is.")
     ] = "chat",
-    temperature: Annotated[float, typer.Option(help="Protocol: 0.6.")] = 0.6,
-    top_p: Annotated[float, typer.Option(help="Protocol: 0.95.")] = 0.95,
-    max_tool_calls: Annotated[int, typer.Option(help="Protocol: 15.")] = 15,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per trajectory (protocol: 32768).")] = 32768,
-    timeout: Timeout = 30.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (the protocol's).")] = (
+        CORT_PROTOCOL.temperature
+    ),
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (the protocol's).")] = CORT_PROTOCOL.top_p,
+    max_tool_calls: Annotated[int, typer.Option(help="Executed cells (the protocol's).")] = (
+        CORT_PROTOCOL.max_tool_calls
+    ),
+    max_tokens: Annotated[int, typer.Option(help="Tokens per trajectory (the protocol's).")] = (
+        CORT_PROTOCOL.max_tokens
+    ),
+    timeout: Timeout = CORT_PROTOCOL.timeout_s,
     concurrency: Annotated[int, typer.Option(help="Trajectories at once.")] = 64,
     backend_arg: BackendArgs = None,
+    sandbox: SandboxName = "local",
+    sandbox_arg: SandboxArgs = None,
     record: Annotated[
         Path | None, typer.Option(help="Also append every trajectory to this run directory (resumable).")
     ] = None,
@@ -312,9 +416,11 @@ def serve_completions(
     from .backends import BackendError, get_backend
     from .completions_server import ServeConfig, serve
     from .hints import HintError, get_hint_policy
+    from .rollout import Limits
 
     if prompt_format not in ("chat", "raw"):
         fail(f"--prompt-format must be chat or raw, not {prompt_format!r}")
+    box = _sandbox(sandbox, _options(sandbox_arg, "--sandbox-arg"), SandboxConfig(timeout_s=timeout))
     try:
         hints = get_hint_policy(hint)
         generator = get_backend(
@@ -322,10 +428,10 @@ def serve_completions(
         )
     except (HintError, BackendError) as exc:
         fail(str(exc))
-    limits = _limits(generator, max_tool_calls, max_tokens)
+    limits = Limits.within_context(generator, max_tool_calls=max_tool_calls, max_tokens=max_tokens)
     config = ServeConfig(served_name, limits, hints, prompt_format, concurrency, record)  # type: ignore[arg-type]
     try:
-        serve(host, port, generator, SandboxConfig(timeout_s=timeout), config)
+        serve(host, port, generator, box, config)
     except SandboxError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -333,7 +439,7 @@ def serve_completions(
 
 
 @sandbox_app.command("demo")
-def sandbox_demo(timeout: Timeout = 30.0) -> None:
+def sandbox_demo(timeout: Timeout = CORT_PROTOCOL.timeout_s) -> None:
     """Run a short CoRT-style trajectory in one stateful kernel and show what the model would see."""
 
     async def go() -> None:
@@ -351,7 +457,7 @@ def sandbox_exec(
     files: Annotated[
         list[Path], typer.Argument(help="Cells to run in order in one kernel; '-' reads one cell from stdin.")
     ],
-    timeout: Timeout = 30.0,
+    timeout: Timeout = CORT_PROTOCOL.timeout_s,
     memory_mb: MemoryMB = 4096,
     echo: Annotated[
         bool, typer.Option(help="Jupyter-style: print the value of each cell's last expression.")
@@ -420,7 +526,7 @@ def sandbox_serve(
         str, typer.Option(help="Address to bind; other than loopback only with --token.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    timeout: Timeout = 30.0,
+    timeout: Timeout = CORT_PROTOCOL.timeout_s,
     memory_mb: MemoryMB = 4096,
     max_concurrency: Annotated[
         int | None, typer.Option(help="Cells executing at once (default: CPU count).")
@@ -431,7 +537,7 @@ def sandbox_serve(
     max_timeout: Annotated[
         float | None,
         typer.Option(
-            help="Largest per-cell timeout a client may ask for (default: 30, or --timeout if longer)."
+            help="Largest per-cell timeout a client may ask for (default: the protocol's, or --timeout if longer)."
         ),
     ] = None,
     kernel_wait: Annotated[
@@ -455,13 +561,10 @@ def sandbox_serve(
     """Serve the sandbox over HTTP: SandboxFusion-compatible POST /run_code plus stateful sessions."""
     from .sandbox.server import ServerLimits, serve
 
-    config = SandboxConfig(
-        timeout_s=timeout,
-        memory_mb=memory_mb,
-        warm_kernels=warm_kernels,
-        isolation=isolation.value,
-        **({"max_kernels": max_kernels} if max_kernels else {}),
-    )
+    config = SandboxConfig(timeout_s=timeout, memory_mb=memory_mb, warm_kernels=warm_kernels,
+                           isolation=isolation.value)  # fmt: skip
+    if max_kernels:
+        config = replace(config, max_kernels=max_kernels)
     limits = ServerLimits(max_sessions=max_sessions, max_sessions_per_client=max_sessions_per_client,
                           session_ttl_s=session_ttl, max_timeout_s=max_timeout, kernel_wait_s=kernel_wait)  # fmt: skip
     try:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
@@ -46,7 +46,7 @@ from ..tasks.problems import Problem
 from .hints import HintPolicy
 from .rollout import NO_HINTS, OUTAGES, Generator, Limits, run_rollout
 from .runner import build_record
-from .sandbox import LocalSandbox, SandboxConfig
+from .sandbox import LocalSandbox, Sandbox, SandboxConfig
 from .store import RunStore
 
 
@@ -116,17 +116,19 @@ def _golds(prompts: list, gold: str | list[str | None] | None) -> list[str | Non
 
 def create_app(
     generator: Generator,
-    sandbox_config: SandboxConfig,
+    sandbox: Sandbox | SandboxConfig,
     config: ServeConfig = ServeConfig(),
     log: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    """The app; `log` gets one line per finished (or failed) trajectory."""
+    """The app; `sandbox` (not started: the app starts and closes it; a SandboxConfig is a local
+    sandbox with it) runs the cells; `log` gets one line per finished (or failed) trajectory."""
     state: dict[str, Any] = {}
+    box = LocalSandbox(sandbox) if isinstance(sandbox, SandboxConfig) else sandbox
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with LocalSandbox(sandbox_config) as sandbox:
-            state["sandbox"] = sandbox
+        async with box:
+            state["sandbox"] = box
             state["slots"] = asyncio.Semaphore(config.concurrency)
             if config.record_dir is not None:
                 state["recorder"] = _Recorder(config.record_dir, {"served_model": config.model_name})
@@ -205,7 +207,11 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest) -> dict[str, Any]:
         prompt = request.prompt
-        prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)) else prompt
+        # (a list holds only prompts or only one chat's messages: its first item says which)
+        prompts = cast(
+            list[str | list[dict[str, str]]],
+            [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], dict)) else prompt,
+        )
         golds = _golds(prompts, request.gold)
         choices = await asyncio.gather(
             *(trajectory(p, request.max_tokens, g) for p, g in zip(prompts, golds))
@@ -239,7 +245,7 @@ def _print(line: str) -> None:
 
 
 def serve(
-    host: str, port: int, generator: Generator, sandbox_config: SandboxConfig, config: ServeConfig
+    host: str, port: int, generator: Generator, sandbox: Sandbox | SandboxConfig, config: ServeConfig
 ) -> None:
     """Run the server (blocking); print its URL once it listens, then a line per trajectory."""
     import uvicorn
@@ -253,5 +259,5 @@ def serve(
                 bound = self.servers[0].sockets[0].getsockname()[1]  # the port chosen, for --port 0
                 _print(f"cortbench serve: http://{address}:{bound}/v1 (model {config.model_name}{where})")
 
-    app = create_app(generator, sandbox_config, config, log=_print)
+    app = create_app(generator, sandbox, config, log=_print)
     Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

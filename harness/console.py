@@ -1,4 +1,7 @@
-"""What every `cortbench` command shares: where it prints, and how it fails (one line, exit 1)."""
+"""What every `cortbench` command shares: where it prints, and how it fails (one line, exit 1).
+
+The commands of every part print through these (the tasks' commands live in the harness,
+`task_commands.py`, so that `tasks` imports nothing downstream)."""
 
 from __future__ import annotations
 

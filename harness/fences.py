@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .records import Segment
+from .records import Segment, SegmentKind
 
 OPEN_PYTHON = "```python"
 OPEN_OUTPUT = "```output"
@@ -92,7 +92,7 @@ def split_segments(generation: str) -> list[Segment]:
     for match in _BLOCK.finditer(generation):
         if match.start() > pos:
             segments.append(Segment("text", generation[pos : match.start()]))
-        kind = "code" if match.group(1) == "python" else "output"
+        kind: SegmentKind = "code" if match.group(1) == "python" else "output"
         segments.append(Segment(kind, match.group(2).removesuffix("\n")))
         pos = match.end()
     if pos < len(generation):

@@ -83,16 +83,23 @@ def _load_builtins() -> None:
     pass  # registered below
 
 
-HINT_POLICIES: Registry[HintPolicy] = Registry("hint policy", HintError, _load_builtins)
+HINT_POLICIES: Registry[HintPolicy] = Registry(
+    "hint policy", HintError, _load_builtins, group="cortbench.hints"
+)
 
 
 def register_hint(name: str):
-    """Register a hint policy factory under `name` (usable as `cortbench run --hint name`)."""
+    """Register a hint policy factory under `name` (usable as `cortbench run --hint name`); a package
+    registers one through the `cortbench.hints` entry-point group (docs/extending.md)."""
     return HINT_POLICIES.register(name)
 
 
 def get_hint_policy(name: str) -> HintPolicy:
     return HINT_POLICIES.create(name)
+
+
+def hint_names() -> list[str]:
+    return HINT_POLICIES.names()
 
 
 register_hint("none")(HintPolicy)

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from types import TracebackType
 
 from rich.console import Console
 from rich.progress import (
@@ -45,7 +46,7 @@ class RunStats:
         self.samples += 1
         self.tool_calls += len(record.tool_calls)
         self.code_errors += sum(not c.ok for c in record.tool_calls)
-        self.tokens += record.tokens.generated
+        self.tokens += record.tokens.generated or 0
         self.length += record.finish_reason == "length"
         self.failed += record.error is not None
 
@@ -101,10 +102,12 @@ class RunProgress:
             self._ticker.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         if self._bar is not None:
-            self._bar.__exit__(*exc)
+            self._bar.__exit__(kind, error, tb)
         else:
             self._print(self.line())
 

@@ -19,19 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ..tasks.prompts import TOOL_LIMIT_MESSAGE
+from ..tasks.spec import CORT_PROTOCOL
 from .fences import OPEN_PYTHON, STOP_STRINGS, closed_code, output_block, restore_stop
 from .hints import HintPoint, HintPolicy
-from .records import InsertedHint, ToolCall
+from .records import FinishReason, InsertedHint, ToolCall
 from .sandbox import KernelSession, SandboxError
-
-TOOL_LIMIT_MESSAGE = (
-    "\n\n[SYSTEM]\nYou have exceeded the allowed number of code executions. You can no longer write or "
-    "run code. Please continue solving the problem using your reasoning and analytical skills."
-)
 
 NO_HINTS = HintPolicy()
 
-FinishReason = Literal["stop", "length", "error"]
 ERROR_CHARS = 2000  # of an exception's text kept in a record's `error`
 
 
@@ -48,12 +44,25 @@ OUTAGES = (GenerationUnavailable, SandboxError)
 
 @dataclass(frozen=True)
 class Limits:
-    """Protocol limits; defaults are the paper's evaluation settings."""
+    """Protocol limits; defaults are the paper's evaluation settings (tasks.spec.CORT_PROTOCOL)."""
 
-    max_tool_calls: int = 15
-    max_tokens_per_call: int = 32768
-    max_total_tokens: int = 32768  # prompt + all turns + interpreter outputs
+    max_tool_calls: int = CORT_PROTOCOL.max_tool_calls
+    max_tokens_per_call: int = CORT_PROTOCOL.max_tokens
+    max_total_tokens: int = CORT_PROTOCOL.max_tokens  # prompt + all turns + interpreter outputs
     tool_limit_message: str = TOOL_LIMIT_MESSAGE
+
+    @classmethod
+    def within_context(
+        cls, generator: object, *, max_tool_calls: int = CORT_PROTOCOL.max_tool_calls,
+        max_tokens: int = CORT_PROTOCOL.max_tokens, max_tokens_per_call: int | None = None,
+    ) -> Limits:  # fmt: skip
+        """The limits of a run on `generator`: the token budgets (`max_tokens` in total,
+        `max_tokens_per_call` per call, default the same) capped by the model's context length
+        where the backend knows it (`context_length`): a small model's window may be shorter."""
+        context = getattr(generator, "context_length", None) or max_tokens
+        per_call = max_tokens if max_tokens_per_call is None else max_tokens_per_call
+        return cls(max_tool_calls=max_tool_calls, max_tokens_per_call=min(per_call, context),
+                   max_total_tokens=min(max_tokens, context))  # fmt: skip
 
 
 @dataclass
@@ -86,7 +95,7 @@ class Rollout:
     """A finished trajectory, before it becomes a record."""
 
     generation: str = ""
-    finish_reason: FinishReason = "stop"
+    finish_reason: str = FinishReason.STOP.value  # a FinishReason value
     tool_calls: list[ToolCall] = field(default_factory=list)
     hints: list[InsertedHint] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -122,7 +131,9 @@ async def run_rollout(
     except OUTAGES:
         raise
     except Exception as exc:  # noqa: BLE001 - one trajectory's failure must not stop the run
-        out.finish_reason, out.error = "error", error_text(exc)
+        out.finish_reason, out.error = FinishReason.ERROR.value, error_text(exc)
+    if out.finish_reason == FinishReason.STOP and len(out.tool_calls) >= limits.max_tool_calls:
+        out.finish_reason = FinishReason.TOOL_LIMIT.value  # it ended on its own, after the limit message
     out.total_tokens = out.prompt_tokens + out.generated_tokens + out.inserted_tokens
     return out
 

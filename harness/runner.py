@@ -57,6 +57,7 @@ def build_record(problem: Problem, sample_idx: int, prompt: str, rollout: Rollou
         finish_reason=rollout.finish_reason,
         gold=problem.gold,
         problem_meta=dict(problem.meta),
+        scorer=problem.scorer,
         segments=segments,
         tool_calls=rollout.tool_calls,
         hints=rollout.hints,

@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -352,11 +353,11 @@ def compare_runs(base: RunGrades, new: RunGrades, config: CheckConfig = CheckCon
         base_samples, new_samples, k = _samples_to_compare(task, base, new, problems, config, notes)
         order = list(base_samples)
         comparisons += _compare_task(task, _rows(base_samples, order), _rows(new_samples, order), k, config)
-    tested = [c for c in comparisons if c.paired is not None]
-    adjusted = holm([c.paired.p_value for c in tested]) if config.correction == "holm" else None
-    for i, c in enumerate(tested):
-        c.p_adjusted = adjusted[i] if adjusted else c.paired.p_value
-        low, high = c.paired.ci
+    tested = [(c, c.paired) for c in comparisons if c.paired is not None]
+    adjusted = holm([paired.p_value for _, paired in tested]) if config.correction == "holm" else None
+    for i, (c, paired) in enumerate(tested):
+        c.p_adjusted = adjusted[i] if adjusted else paired.p_value
+        low, high = paired.ci
         bad_end = high if c.check == "tokens" else -low  # how bad the change may be
         significant = c.p_adjusted < config.alpha
         c.status = "fail" if significant and not bad_end <= c.tolerance else "pass"
@@ -491,12 +492,12 @@ def _rows(problems: dict[str, list[SampleGrade]], order: list[str]) -> _Rows:
 
 
 def _compare_task(task: str, base: _Rows, new: _Rows, k: str, config: CheckConfig) -> list[Comparison]:
-    test = dict(confidence=1 - 2 * config.alpha, seed=config.seed, permutations=config.permutations,
-                bootstrap=config.bootstrap)  # fmt: skip
+    test = partial(paired_test, confidence=1 - 2 * config.alpha, seed=config.seed,
+                   permutations=config.permutations, bootstrap=config.bootstrap)  # fmt: skip
     problems = len(base.accuracy)
     accuracy = Comparison(task, "accuracy", f"avg@{k}", config.min_effect, problems=problems)
     accuracy.base, accuracy.new = float(base.accuracy.mean()), float(new.accuracy.mean())  # avg@k
-    accuracy.paired = paired_test(base.accuracy, new.accuracy, _mean_difference, worse=-1, **test)
+    accuracy.paired = test(base.accuracy, new.accuracy, _mean_difference, worse=-1)
 
     tokens = Comparison(task, "tokens", "response tokens", config.max_token_growth, problems=problems)
     # the paper's count (interpreter outputs included) where both runs have it, else what the model wrote
@@ -509,9 +510,7 @@ def _compare_task(task: str, base: _Rows, new: _Rows, k: str, config: CheckConfi
         tokens.metric = name.replace("_", " ")
         tokens.base, tokens.new = float(base.tokens[name].mean()), float(new.tokens[name].mean())
         if tokens.base > 0:
-            tokens.paired = paired_test(
-                base.tokens[name], new.tokens[name], _relative_growth, worse=1, **test
-            )
+            tokens.paired = test(base.tokens[name], new.tokens[name], _relative_growth, worse=1)
         else:
             tokens.note = "no tokens in the baseline"
 
@@ -521,7 +520,7 @@ def _compare_task(task: str, base: _Rows, new: _Rows, k: str, config: CheckConfi
     if base_calls and new_calls:
         code.base = float(base.code[:, 0].sum() / base_calls)
         code.new = float(new.code[:, 0].sum() / new_calls)
-        code.paired = paired_test(base.code, new.code, _rate_difference, worse=-1, **test)
+        code.paired = test(base.code, new.code, _rate_difference, worse=-1)
     else:
         code.note = "no executed code in " + ("either run" if not base_calls and not new_calls
                                               else "the baseline" if not base_calls else "the new run")  # fmt: skip
@@ -544,7 +543,7 @@ def _change(c: Comparison, confidence: float | None = None) -> str:
     low, high = c.paired.ci
     unit = "%" if c.check == "tokens" else " pts"
     level = f"{confidence:.0%} CI " if confidence else ""
-    return f"{100 * c.change:+.1f} [{level}{100 * low:+.1f}, {100 * high:+.1f}]{unit}"
+    return f"{100 * c.paired.change:+.1f} [{level}{100 * low:+.1f}, {100 * high:+.1f}]{unit}"
 
 
 def _tolerance(c: Comparison) -> str:
@@ -681,7 +680,7 @@ def rich_table(report: Report):
         if c.paired is not None:
             low, high = c.paired.ci
             unit = "%" if c.check == "tokens" else " pts"
-            change = f"{100 * c.change:+.1f}{unit}\n[{100 * low:+.1f}, {100 * high:+.1f}]"
+            change = f"{100 * c.paired.change:+.1f}{unit}\n[{100 * low:+.1f}, {100 * high:+.1f}]"
             p = f"{c.paired.p_value:.3g}" + (f"\n({c.p_adjusted:.3g})" if holm_ else "")
         verdict = {"pass": "pass", "fail": "REGRESSION", "skip": "skipped"}[c.status]
         style = {"fail": "bold red", "pass": "green", "skip": "dim"}[c.status]

@@ -70,7 +70,7 @@ def accuracy_vs_tokens(runs: Sequence[RunSummary]) -> go.Figure | None:
         xaxis={
             "title": "average response tokens (mean over tasks)",
             "type": "log",
-            "range": _log_range([r.tokens for r in points]),
+            "range": _log_range([r.tokens for r in points if r.tokens]),  # (all of them)
         },  # fmt: skip
         yaxis={"title": "avg@k (%)", "range": [-5, 110], "tickvals": PERCENT_TICKS},
         showlegend=False,
@@ -103,13 +103,13 @@ def missing(plot: Callable[[Sequence[RunSummary]], go.Figure | None], runs: Sequ
 
 def purpose_split(runs: Sequence[RunSummary]) -> go.Figure | None:
     """Calculation vs Verification: the share of executed cells with each purpose label."""
-    labelled = [r for r in runs if r.purpose]
+    labelled = [(r, r.purpose) for r in runs if r.purpose]
     if not labelled:
         return None
-    names = [_label(r.name) for r in labelled]
+    names = [_label(r.name) for r, _ in labelled]
     figure = go.Figure(
         [
-            go.Bar(y=names, x=[100 * r.purpose[p] for r in labelled], name=p.title(), orientation="h")
+            go.Bar(y=names, x=[100 * shares[p] for _, shares in labelled], name=p.title(), orientation="h")
             for p in ("calculation", "verification")
         ]
     )
@@ -123,16 +123,16 @@ def purpose_split(runs: Sequence[RunSummary]) -> go.Figure | None:
 
 def behaviour_rates(runs: Sequence[RunSummary]) -> go.Figure | None:
     """Share of trajectories showing each inefficient behaviour Hint-Engineering removes."""
-    labelled = [r for r in runs if r.behaviours]
+    labelled = [(r, r.behaviours) for r in runs if r.behaviours]
     if not labelled:
         return None
-    names = [_label(r.name) for r in labelled]
-    kinds = list(dict.fromkeys(k for r in labelled for k in r.behaviours))
+    names = [_label(r.name) for r, _ in labelled]
+    kinds = list(dict.fromkeys(k for _, rates in labelled for k in rates))
     figure = go.Figure(
         [
             go.Bar(
                 x=names,
-                y=[100 * (r.behaviours.get(k) or 0) for r in labelled],
+                y=[100 * (rates.get(k) or 0) for _, rates in labelled],
                 name=BEHAVIOUR_TITLES.get(k, k),
             )
             for k in kinds
@@ -176,16 +176,16 @@ def library_adoption(runs: Sequence[RunSummary], top: int = 15) -> go.Figure | N
 
 def code_usage(runs: Sequence[RunSummary]) -> go.Figure | None:
     """Code usage rate (responses with an executed call) and code success rate (calls without error)."""
-    measured = [r for r in runs if r.code.get("usage") is not None]
+    measured = [(r, usage) for r in runs if (usage := r.code.get("usage")) is not None]
     if not measured:
         return None
-    names = [_label(r.name) for r in measured]
-    calls = [r.code.get("calls") or 0 for r in measured]
+    names = [_label(r.name) for r, _ in measured]
+    calls = [r.code.get("calls") or 0 for r, _ in measured]
     figure = go.Figure(
         [
-            go.Bar(x=names, y=[100 * r.code["usage"] for r in measured], name="code usage rate",
+            go.Bar(x=names, y=[100 * usage for _, usage in measured], name="code usage rate",
                    customdata=calls, hovertemplate="%{x}: %{y:.1f}% (%{customdata:.2f} calls / response)<extra></extra>"),
-            go.Bar(x=names, y=[100 * (r.code.get("success") or 0) for r in measured], name="code success rate"),
+            go.Bar(x=names, y=[100 * (r.code.get("success") or 0) for r, _ in measured], name="code success rate"),
         ]
     )  # fmt: skip
     figure.update_layout(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ..tasks.problems import TaskDataError
 from ..tasks.registry import get_task, groups
@@ -186,7 +186,7 @@ def _percent(value: float | None) -> float | None:
     return 100 * value if _finite(value) else None
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and math.isfinite(value)
 
 

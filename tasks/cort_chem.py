@@ -65,6 +65,7 @@ SPEC = register_task(
         file=str(DATA_FILE),
         size=CHEM_SIZE,
         answer_type="mixed",
+        scorer="chem",  # analyzers/chem.py: tolerances, formulas, canonical SMILES, choices
         instruction=COT_INSTRUCTION,  # the paper's instruction: RDKit is never suggested
         protocol=Protocol(k=4),
     )
@@ -326,7 +327,7 @@ class _Instance:
 
 def _instances(named: dict[str, Molecule]) -> list[list[_Instance]]:
     """Every reaction's instances, in a fixed order (one list per reaction)."""
-    out = []
+    out: list[list[_Instance]] = []
     for reaction in _REACTIONS:
         found = []
         for s in reaction.substrates:
@@ -340,7 +341,7 @@ def _instances(named: dict[str, Molecule]) -> list[list[_Instance]]:
 def _interleave(rng: random.Random, groups: list[list]) -> list:
     """Shuffle each group, then take one from each in turn: every reaction type is represented."""
     groups = [rng.sample(g, len(g)) for g in groups]
-    out = []
+    out: list = []
     for i in range(max(len(g) for g in groups)):
         out.extend(g[i] for g in groups if i < len(g))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .problems import Problem, TaskDataError, load_jsonl
@@ -56,6 +57,7 @@ def load_problems(
                 f"task {spec.name}: {spec.meta_file} has {len(meta)} rows for {len(problems)} problems"
             )
         problems = [p.with_meta(m) for p, m in zip(problems, meta)]
+    problems = [replace(p, scorer=spec.scorer) for p in problems]
     return problems[:limit] if limit is not None else problems
 
 

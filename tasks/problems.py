@@ -15,6 +15,7 @@ class Problem:
     problem: str
     gold: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # subject, level, unit, ...
+    scorer: str = "math-verify"  # its task's (TaskSpec.scorer)
 
     def with_meta(self, meta: dict[str, Any]) -> Problem:
         return replace(self, meta={**self.meta, **meta})

@@ -11,6 +11,11 @@ CODE_HINT = "```python\n"
 # Hint-Engineering's hints (inserted where a model delays computation / distrusts a result).
 DELAYED_CODE_HINT = "It looks tedious, and we can use python code to simplify the reasoning."
 DISTRUST_HINT = "We don't need to doubt the accuracy of python calculations."
+# Ends the interpreter output of the last allowed tool call (CoRT's text, verbatim).
+TOOL_LIMIT_MESSAGE = (
+    "\n\n[SYSTEM]\nYou have exceeded the allowed number of code executions. You can no longer write or "
+    "run code. Please continue solving the problem using your reasoning and analytical skills."
+)
 
 
 def user_message(problem: str, instruction: str = COT_INSTRUCTION) -> list[dict[str, str]]:

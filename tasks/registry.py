@@ -4,70 +4,68 @@ Users add a task in three ways:
 - a jsonl file of `problem` / `gt_answer` rows, named directly: `--tasks path/to/set.jsonl`;
 - a YAML definition (docs/tasks.md), named directly (`--tasks my_task.yaml`) or put in a folder
   listed in $CORTBENCH_TASKS_PATH, where it is registered under its `name`;
-- Python: `register_task(TaskSpec(...))`, in a package that declares the module in the
-  `cortbench.tasks` entry-point group so that it loads with cortbench.
+- Python: `register_task(TaskSpec(...))`, in a package that declares the module (or the spec:
+  `mytask = "mypkg.tasks:SPEC"`) in the `cortbench.tasks` entry-point group so that it loads with
+  cortbench (docs/extending.md). Groups register with `register_group` the same way.
+
+Tasks and groups are two registries of the one mechanism (`cortbench.tasks.plugins`).
 """
 
 from __future__ import annotations
 
 import os
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .plugins import Registry
 from .problems import TaskDataError
 from .spec import HubSource, Protocol, TaskGroup, TaskSpec
-
-_TASKS: dict[str, TaskSpec] = {}
-_GROUPS: dict[str, TaskGroup] = {}
-_loaded = False
 
 
 class UnknownTaskError(TaskDataError):
     """A task name that is neither registered nor a file."""
 
 
-def register_task(spec: TaskSpec) -> TaskSpec:
-    _TASKS[spec.name] = spec
-    return spec
-
-
-def register_group(group: TaskGroup) -> TaskGroup:
-    _GROUPS[group.name] = group
-    return group
-
-
 def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
     from . import cort_math  # noqa: F401 - registers the paper's tasks
     from .cort_chem import SPEC as _chem  # noqa: F401 - registers the chemistry set (its data ships with cortbench)
 
     for folder in filter(None, os.environ.get("CORTBENCH_TASKS_PATH", "").split(os.pathsep)):
         for path in sorted(Path(folder).glob("*.y*ml")):
             register_task(task_from_yaml(path))
-    for entry in entry_points(group="cortbench.tasks"):
-        entry.load()
+
+
+def _load_tasks() -> None:
+    TASKS.names()  # the tasks' modules (built in, and plug-ins') register the groups
+
+
+TASKS: Registry[TaskSpec] = Registry("task", UnknownTaskError, _load_builtins)  # cortbench.tasks
+GROUPS: Registry[TaskGroup] = Registry("task group", UnknownTaskError, _load_tasks)  # cortbench.task_groups
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    TASKS.register(spec.name)(lambda: spec)
+    return spec
+
+
+def register_group(group: TaskGroup) -> TaskGroup:
+    GROUPS.register(group.name)(lambda: group)
+    return group
 
 
 def task_names() -> list[str]:
-    _load_builtins()
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def groups() -> dict[str, TaskGroup]:
-    _load_builtins()
-    return dict(_GROUPS)
+    return {name: GROUPS.create(name) for name in GROUPS.names() if GROUPS.has(name)}
 
 
 def get_task(name: str) -> TaskSpec:
-    _load_builtins()
-    if name in _TASKS:
-        return _TASKS[name]
+    if TASKS.has(name):
+        return TASKS.create(name)
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return task_from_yaml(path)
@@ -75,26 +73,35 @@ def get_task(name: str) -> TaskSpec:
         if not path.is_file():
             raise UnknownTaskError(f"task file {name} does not exist")
         return TaskSpec(path.stem.removeprefix("test_"), f"problems from {path}", file=str(path.resolve()))
-    known = ", ".join([*sorted(_GROUPS), *sorted(_TASKS)])
-    raise UnknownTaskError(f"unknown task {name!r}; known: {known} (or a .jsonl / .yaml file)")
+    known = [*GROUPS.names(), *TASKS.names()]
+    raise UnknownTaskError(TASKS.missing(name, known, "(or a .jsonl / .yaml file)"))
 
 
 def resolve_tasks(names: str | list[str]) -> list[TaskSpec]:
     """Task specs for comma-separated names, groups expanded, each task once, in order."""
-    _load_builtins()
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise UnknownTaskError("no task given")
     specs: dict[str, TaskSpec] = {}
     for name in names:
-        for member in _GROUPS[name].tasks if name in _GROUPS else (name,):
+        for member in GROUPS.create(name).tasks if GROUPS.has(name) else (name,):
             spec = get_task(member)
             specs.setdefault(spec.name, spec)
     return list(specs.values())
 
 
-_YAML_KEYS = {"name", "description", "file", "hub", "size", "answer_type", "instruction", "protocol"}
+_YAML_KEYS = {
+    "name",
+    "description",
+    "file",
+    "hub",
+    "size",
+    "answer_type",
+    "scorer",
+    "instruction",
+    "protocol",
+}
 
 
 def task_from_yaml(path: str | Path) -> TaskSpec:
@@ -121,7 +128,7 @@ def task_from_yaml(path: str | Path) -> TaskSpec:
                     hub_data[key] = tuple(hub_data[key])
             hub = HubSource(**hub_data)
         file = str((path.parent / data["file"]).resolve()) if "file" in data else None
-        extra = {k: data[k] for k in ("size", "answer_type", "instruction") if k in data}
+        extra = {k: data[k] for k in ("size", "answer_type", "scorer", "instruction") if k in data}
         return TaskSpec(
             data["name"],
             data.get("description", f"defined in {path}"),

@@ -31,6 +31,11 @@ class Protocol:
     timeout_s: float = 30.0  # per code cell
 
 
+# The CoRT paper's evaluation protocol (k is each task's own): the one place its numbers are written.
+# Backends, the rollout's limits, the sandbox's cell timeout, serve and the trainers default to it.
+CORT_PROTOCOL = Protocol()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A registered task. `file` is looked up in the data folder (`--data-dir` or
@@ -42,6 +47,7 @@ class TaskSpec:
     hub: HubSource | None = None
     size: int | None = None  # expected number of problems; checked on load
     answer_type: str = "latex"  # "integer" | "number" | "latex"
+    scorer: str = "math-verify"  # how answers are graded: a scorer registered in analyzers.scorers
     instruction: str = COT_INSTRUCTION
     protocol: Protocol = field(default_factory=Protocol)
     meta_file: str | None = None  # optional per-row metadata jsonl (in the data folder), joined by row

@@ -16,7 +16,6 @@ from cortbench.analyzers.chem import (
     grade_chem,
     parse_formula,
     parse_number,
-    uses_chem_grader,
 )
 from cortbench.tasks import cort_chem
 from cortbench.tasks.chem_molecules import CIP, INCHIKEYS, MOLECULES
@@ -87,7 +86,12 @@ def test_the_shipped_set_has_every_level_type_and_its_metadata():
     assert set(Counter(m["answer_type"] for m in metas)) == set(cort_chem.ANSWER_TYPES) == CHEM_ANSWER_TYPES
     assert min(Counter(m["level"] for m in metas).values()) >= 40
     for row, meta in zip(rows, metas):
-        assert uses_chem_grader(meta) and meta["version"] == cort_chem.CHEM_VERSION and meta["rdkit"]
+        assert (
+            meta["grader"] == "chem"
+            and meta["answer_type"] in CHEM_ANSWER_TYPES
+            and meta["version"] == cort_chem.CHEM_VERSION
+            and meta["rdkit"]
+        )
         assert meta["molecules"] and len(meta["molecules"]) == len(meta["smiles"]) and meta["property"]
         assert "SMILES: " in row["problem"] and "\\boxed" not in row["problem"]
         if meta["answer_type"] == "number":
@@ -307,14 +311,24 @@ def test_equivalent_answers_share_a_key_for_majority_votes():
         assert answer_key("OC(=O)c1ccccc1OC(C)=O", smiles) == answer_key("CC(=O)Oc1ccccc1C(=O)O", smiles)
 
 
-def test_which_records_use_the_chem_grader():
-    assert uses_chem_grader({"grader": "chem", "answer_type": "number"})
-    assert not uses_chem_grader({"answer_type": "Numerical"})  # OlympiadBench metadata
-    assert (
-        not uses_chem_grader({"answer_type": "number"})
-        and not uses_chem_grader({})
-        and not uses_chem_grader(None)
-    )
+def test_the_task_names_its_scorer_and_records_carry_it():
+    """Scoring dispatches on the scorer the task declares, never on metadata: an OlympiadBench row's
+    `answer_type` does not make it chemistry; a record from elsewhere takes its task's scorer."""
+    from cortbench.analyzers.scorers import is_chemistry, scorer_of
+    from cortbench.harness.records import TrajectoryRecord
+
+    assert get_task("cort_chem").scorer == "chem" and get_task("olympiad_bench").scorer == "math-verify"
+
+    def record(task, scorer=None, meta=None):
+        return TrajectoryRecord(task, "0", 0, "p", "g", "stop", problem_meta=meta or {}, scorer=scorer)
+
+    assert scorer_of(record("olympiad_bench", meta={"answer_type": "Numerical"})) == "math-verify"
+    assert scorer_of(record("cort_chem")) == "chem" and is_chemistry(record("cort_chem"))
+    assert scorer_of(record("my_own_task")) == "math-verify" and not is_chemistry(record("my_own_task"))
+    assert scorer_of(record("my_own_task", scorer="chem")) == "chem"
+    old = record("cort_chem", meta={"grader": "chem", "answer_type": "number"}).to_dict()
+    old.update(schema_version=1, task="renamed_chem", scorer=None)  # version 1 had no scorer field
+    assert TrajectoryRecord.from_dict(old).scorer == "chem"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +347,7 @@ def test_cortbench_run_on_the_chemistry_set(tiny_model_dir, tmp_path):
     for record in records:
         meta = record["problem_meta"]
         assert meta == shipped[record["problem_id"]]["meta"] and record["task"] == "cort_chem"
-        assert "answer_type" in meta and "tolerance" in meta and uses_chem_grader(meta)
+        assert "answer_type" in meta and "tolerance" in meta and record["scorer"] == "chem"
         assert record["gold"] == shipped[record["problem_id"]]["gt_answer"]
         grade = grade_chem(record["gold"], record["generation"], meta)
         assert grade.grading_error is None

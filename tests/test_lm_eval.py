@@ -187,3 +187,19 @@ def test_lm_eval_cli_runs_cort_math_with_tool_calls(tmp_path, cort_data):
         assert transcript.startswith("```python\n")  # the full transcript, as the server returned it
         assert sample["tool_calls"] == len(tool_calls_in(transcript)) == transcript.count("```output\n")
     assert sum(s["tool_calls"] for s in samples) > 0, "no tool call was executed"
+
+    # the same files imported as a run (docs/import.md): score reads it and agrees with lm-eval's acc
+    run = tmp_path / "runs" / "lm-eval"
+    cli = [sys.executable, "-m", "cortbench.harness.cli"]
+    done = subprocess.run([*cli, "import", "lm-eval", str(out), "-o", str(run)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("imported 10 rows from 5 files") and "skipped 0 bad rows" in done.stdout
+    records = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert sum(len(r["tool_calls"]) for r in records) == sum(s["tool_calls"] for s in samples)
+    done = subprocess.run([*cli, "score", str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = json.loads((run / "results.json").read_text())["tasks"]
+    for task in ("aime24", "aime25", "amc23", "math500", "olympiad_bench"):
+        by_problem = [s["acc"] for s in samples if s["doc"]["task"] == task]
+        assert scored[task]["avg@k"]["value"] == pytest.approx(sum(by_problem) / len(by_problem))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from conftest import llama_cpp_server, smollm2_path
 
+from cortbench.analyzers.code import cells_of
 from cortbench.analyzers.judge import (
     JUDGE,
     JUDGE_FAILED,
@@ -379,8 +380,13 @@ def test_cells_pair_with_tool_calls_and_skip_unexecuted_blocks():
     labels = classify_cells(rec)
     assert [p.cell_index for p in labels] == [0, 1]
     assert "tedious" not in labels[1].evidence  # inserted hints are not the model's words
-    transcript = TrajectoryRecord("t", "p", 0, "", gen, "stop")  # no tool_calls: read back from the text
+    # a record without tool_calls (another tool's): read back from the text when it is read, so
+    # that the purpose and code tables see the same cells
+    transcript = TrajectoryRecord.from_dict({"task": "t", "problem_id": "p", "sample_idx": 0, "prompt": "",
+                                             "generation": gen, "finish_reason": "stop"})  # fmt: skip
     assert [c.output for c in executed_cells(transcript)][0] == "42"
+    assert [c.call.output for c in cells_of(transcript) if c.call][0] == "42"
+    assert executed_cells(TrajectoryRecord("t", "p", 0, "", gen, "stop", tool_calls=[])) == []
 
 
 # --- agreement ----------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 
 from cortbench.harness.fences import split_segments
 from cortbench.harness.hints import FixedHints, HintError, get_hint_policy
-from cortbench.harness.rollout import TOOL_LIMIT_MESSAGE, Completion, Limits, run_rollout
+from cortbench.harness.rollout import Completion, Limits, run_rollout
+from cortbench.tasks.prompts import TOOL_LIMIT_MESSAGE
 
 
 class ScriptedGenerator:
@@ -71,6 +72,7 @@ async def test_tool_limit_message_and_no_execution_after_it(sandbox):
     assert f"```output\n2{TOOL_LIMIT_MESSAGE}\n```\n" in out.generation
     assert gen.calls[2]["stop"] == ()  # after the limit, generation no longer stops at code
     assert out.generation.endswith("```python\nprint(3)\n```\nDone \\boxed{3}")
+    assert out.finish_reason == "tool_limit"  # it ended on its own, after its last allowed call
 
 
 async def test_unclosed_block_at_the_length_limit_is_not_executed(sandbox):
@@ -112,7 +114,7 @@ async def test_a_bash_block_does_not_end_the_trajectory(sandbox):
     assert [c.code for c in out.tool_calls] == ["print(sum(range(5)))"]
     assert out.generation.endswith("```output\n10" + TOOL_LIMIT_MESSAGE + "\n```\nSo \\boxed{10}.")
     assert "```bash\npip install scipy\n```\nWithout it" in out.generation
-    assert out.finish_reason == "stop" and len(gen.calls) == 3
+    assert out.finish_reason == "tool_limit" and len(gen.calls) == 3
 
 
 async def test_total_token_budget_counts_interpreter_output(sandbox):

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from cortbench.analyzers.grading import Grader
-from cortbench.analyzers.scoring import answer_classes, score_run
+from cortbench.analyzers.scorers import answer_classes
+from cortbench.analyzers.scoring import score_run
 from cortbench.harness.records import TokenCounts, ToolCall, TrajectoryRecord
 from cortbench.harness.store import RunStore
 
@@ -221,3 +222,31 @@ def test_chemistry_problems_are_graded_with_their_tolerance_and_types(tmp_path, 
     task = results["tasks"]["cort_chem"]
     assert task["grader"] == "chem" and task["avg@k"]["value"] == pytest.approx(2 / 3)
     assert task["maj@k"]["3"]["value"] == 1.0
+
+
+def test_where_cortbench_and_cort_differ_both_are_available(tmp_path, grader):
+    """maj@k with samples that have no answer (abstain, or CoRT's own group each), a response
+    without a box (math-verify's fallback, or --require-box), unknown token counts (null, never 0)."""
+    from cortbench.analyzers.metrics import majority_correct
+    from cortbench.analyzers.scoring import ScoringOptions
+
+    assert majority_correct([False, False, True], [None, None, 0])  # the answered sample wins
+    assert not majority_correct(
+        [False, False, True], [None, None, 0], empty="own-group"
+    )  # a tie: first group
+    assert majority_correct([True, True, False], [0, 0, None], empty="own-group")
+    assert not majority_correct([False, False], [None, None], empty="own-group")
+    with pytest.raises(ValueError, match="maj_empty"):
+        ScoringOptions(maj_empty="vote")
+
+    unboxed = TrajectoryRecord("aime24", "0", 0, "p", "I think the answer is 42 here", "stop", gold="42")
+    imported = TrajectoryRecord("aime24", "1", 0, "p", "So \\boxed{7}.", "stop", gold="7")  # no token counts
+    assert imported.tokens.generated is None and imported.tokens.response is None
+    _write_run(tmp_path / "run", [unboxed, imported])
+    protocol = score_run(tmp_path / "run", grader)
+    strict = score_run(tmp_path / "run", grader, options=ScoringOptions(require_box=True))
+    assert protocol["tasks"]["aime24"]["avg@k"]["value"] == 1.0  # math-verify falls back to the last number
+    assert strict["tasks"]["aime24"]["avg@k"]["value"] == 0.5 and strict["options"]["require_box"] is True
+    grades = [json.loads(line) for line in (tmp_path / "run" / "grades.jsonl").read_text().splitlines()]
+    assert [g["extracted"] for g in grades] == [None, "7"] and grades[1]["generated_tokens"] is None
+    assert protocol["tasks"]["aime24"]["generated_tokens"]["all"] is None  # unknown, not 0

@@ -149,3 +149,50 @@ def test_cortbench_tasks_reads_at_80_columns_piped(cort_data, tmp_path):
         [row] = [line for line in lines if line.startswith(f"│ {name} ")]
         assert "…" not in row
         assert sources[name].split() == [name, source_of(get_task(name), deep)]
+
+
+def test_lm_eval_task_files_are_generated_from_the_registry(tmp_path):
+    """The shipped YAMLs are what the registry gives (k per task, the token budget), and a file
+    that drifts, is missing or is extra is named."""
+    import shutil
+
+    from cortbench.tasks.lm_eval_yaml import FOLDER, main, stale, task_files
+
+    assert stale() == [], "run: python -m cortbench.tasks.lm_eval_yaml"
+    assert main(["--check"]) == 0
+    files = task_files()
+    assert "repeats: 16" in files["cort_aime24_avgk.yaml"] and "repeats: 4" in files["cort_math500_avgk.yaml"]
+    assert f"max_gen_toks: {get_task('aime24').protocol.max_tokens}" in files["_template_yaml"]
+    copy = tmp_path / "tasks"
+    shutil.copytree(FOLDER, copy)
+    (copy / "cort_amc23_avgk.yaml").write_text(files["cort_amc23_avgk.yaml"].replace("16", "8"))
+    (copy / "cort_aime25.yaml").unlink()
+    (copy / "cort_old.yaml").write_text("task: cort_old\n")
+    assert stale(copy) == ["cort_aime25.yaml", "cort_amc23_avgk.yaml", "cort_old.yaml"]
+
+
+def test_the_protocol_has_one_home():
+    """Every default of the CoRT protocol comes from tasks.spec.CORT_PROTOCOL."""
+    import inspect
+
+    from cortbench.harness.backends import hf, llamacpp, openai, vllm
+    from cortbench.harness.rollout import Limits
+    from cortbench.harness.sandbox import SandboxConfig
+    from cortbench.tasks.spec import CORT_PROTOCOL
+
+    assert Limits() == Limits(
+        CORT_PROTOCOL.max_tool_calls, CORT_PROTOCOL.max_tokens, CORT_PROTOCOL.max_tokens
+    )
+    assert SandboxConfig().timeout_s == CORT_PROTOCOL.timeout_s
+    generators = (hf.HFGenerator, llamacpp.LlamaCppGenerator, openai.OpenAIGenerator, vllm.VLLMGenerator)
+    for cls in generators:
+        parameters = inspect.signature(cls.__init__).parameters
+        assert parameters["temperature"].default == CORT_PROTOCOL.temperature, cls
+        assert parameters["top_p"].default == CORT_PROTOCOL.top_p, cls
+
+    class Small:  # a backend whose model has a 2,048-token window
+        context_length = 2048
+
+    capped = Limits.within_context(Small(), max_tool_calls=3, max_tokens=32768)
+    assert (capped.max_tool_calls, capped.max_tokens_per_call, capped.max_total_tokens) == (3, 2048, 2048)
+    assert Limits.within_context(object()) == Limits()

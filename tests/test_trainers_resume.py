@@ -129,4 +129,6 @@ def test_a_stopped_rft_run_resumes_without_redoing_finished_phases(
 
     config.write_text(text.replace("max_steps: 2", "max_steps: 3"))
     changed = run()
-    assert changed.strip().splitlines()[-1].startswith("error: ") and "(training.max_steps differs)" in changed
+    assert (
+        changed.strip().splitlines()[-1].startswith("error: ") and "(training.max_steps differs)" in changed
+    )

@@ -39,14 +39,16 @@ def test_code_execution_reward_penalizes_only_all_failed_code():
         ["error", "timeout"],  # every cell failed
         [],  # no code at all
         ["output_truncated"],  # ran; its output was only cut for the model
-        ["kernel_restarted"],  # ran, but the kernel died afterwards: not a success
+        ["kernel_restarted"],  # ran to its end; the kernel was replaced after it (ToolCall.ok)
+        ["killed"],  # the kernel died in the cell
     ]
-    assert code_execution_reward([""] * 6, statuses) == [0.0, 0.0, -1.0, 0.0, 0.0, -1.0]
-    assert code_execution_reward([""] * 6, statuses, penalize_no_code=True) == [
+    assert code_execution_reward([""] * 7, statuses) == [0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0]
+    assert code_execution_reward([""] * 7, statuses, penalize_no_code=True) == [
         0.0,
         0.0,
         -1.0,
         -1.0,
+        0.0,
         0.0,
         -1.0,
     ]
@@ -359,7 +361,9 @@ def test_grpo_steps_train_on_real_interpreter_rollouts(code_writing_model_dir, t
                for c in spy.calls for p, g in zip(c["prompts"], c["gold"]))  # fmt: skip
     ran = 0
     for out in returned:
-        for generation, ids, mask in zip(out["generation"], out["completion_ids"], out["env_mask"]):
+        trajectories = zip(out["generation"], out["completion_ids"], out["env_mask"], out["tool_statuses"],
+                           out["finish_reason"])  # fmt: skip
+        for generation, ids, mask, statuses, finish in trajectories:
             blocks = [
                 generation[i : generation.index("```\n", i + 1) + 4]
                 for i in _starts(generation, "```output\n")
@@ -369,9 +373,11 @@ def test_grpo_steps_train_on_real_interpreter_rollouts(code_writing_model_dir, t
                 tokenizer("".join(blocks), add_special_tokens=False).input_ids
             )  # <unk>s
             assert masked == spelled[: len(masked)]  # outputs, and only outputs (a cut one may end early)
+            # every executed cell's output is in the completion, masked; the last one's is left out
+            # only when it did not fit in the budget (the trajectory then ends there, "length")
+            assert len(blocks) == len(statuses) or (len(blocks) == len(statuses) - 1 and finish == "length")
             ran += len(blocks)
-    calls = [s for out in returned for statuses in out["tool_statuses"] for s in statuses]
-    assert ran == len(calls) > 0  # every executed cell's output is in the completion, masked
+    assert ran > 0
     # the loss mask TRL built excludes the interpreter's tokens
     for batch, out in zip(scored, returned):
         tool_mask, completion_mask = batch["tool_mask"], batch["completion_mask"]

@@ -21,9 +21,9 @@ OutputDir = Annotated[
 ]
 
 
-def run_stage(stage: str, config: Path, output_dir: Path | None = None) -> None:
-    """Load and check `config` for `stage`, run it, print where the report went. Any configuration
-    or run failure is one line on stderr and exit status 1."""
+def run_stage(stage: str | None, config: Path, output_dir: Path | None = None) -> None:
+    """Load and check `config` for `stage` (None: the stage the config names), run it, print where
+    the report went. Any configuration or run failure is one line on stderr and exit status 1."""
     import os
 
     import yaml
@@ -36,12 +36,16 @@ def run_stage(stage: str, config: Path, output_dir: Path | None = None) -> None:
 
     from .config import ConfigError, load_config
     from .evaluation import REPORT_MD
-    from .registry import get_stage
+    from .registry import get_stage, stage_names
 
     try:
         if not config.is_file():
             raise ConfigError(f"config file {config} does not exist")
         given = yaml.safe_load(config.read_text(encoding="utf-8"))
+        if stage is None:
+            stage = given.get("stage") if isinstance(given, dict) else None
+            if not isinstance(stage, str):
+                raise ConfigError(f"{config}: 'stage' is required (one of: {', '.join(stage_names())})")
         if isinstance(given, dict) and given.get("stage", stage) != stage:
             raise ConfigError(f"{config} is a {given['stage']!r} config, not {stage!r}")
         loaded = load_config(config, stage=stage, output_dir=str(output_dir) if output_dir else None)
@@ -79,3 +83,9 @@ def rft_command(config: ConfigPath, output_dir: OutputDir = None) -> None:
 def rl_command(config: ConfigPath, output_dir: OutputDir = None) -> None:
     """GRPO with the interpreter in the loop (12 tool calls, outputs masked), evaluate before/after."""
     run_stage("rl", config, output_dir)
+
+
+@train_app.command("run")
+def run_command(config: ConfigPath, output_dir: OutputDir = None) -> None:
+    """Run the stage the config names (`stage:`): a built-in one or a plug-in's (docs/extending.md)."""
+    run_stage(None, config, output_dir)

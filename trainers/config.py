@@ -7,6 +7,7 @@
     training: {learning_rate: 1.0e-5, num_train_epochs: 17, batch_size: 96}   # TrainingConfig
     eval: {tasks: [aime24], limit: 30}                                     # EvalConfig
     sft: {records: [runs/he/records.jsonl]}     # the stage's own section, typed by its registry entry
+    sandbox: {name: remote, url: "http://host:8080"}   # SandboxSpec: where model code runs (default: local)
 
 Every key is checked: a misspelt one is an error, never silently ignored. Defaults are the paper's
 recipe (docs: ../shared/docs/cort-protocol.md, "Training stages"); CPU runs override them in the
@@ -22,9 +23,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from ..harness.sandbox import Sandbox, SandboxConfig
 
 
 class ConfigError(ValueError):
@@ -151,6 +155,48 @@ class TrainingConfig:
 
 
 @dataclass
+class SandboxSpec:
+    """The `sandbox:` key: the registered sandbox every phase runs the model's code in (sampling,
+    evaluation, synthesis, RL rollouts), with its settings, as `cortbench run --sandbox NAME
+    --sandbox-arg KEY=VALUE` takes them. In YAML a name (`sandbox: remote`) or a mapping of `name`
+    and the settings (`sandbox: {name: remote, url: "http://host:8080"}`); the phase's own limits
+    (cell timeout) come with it. Where cells run is not part of a stage's identity: a resumed
+    stage may use another sandbox."""
+
+    name: str = "local"
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, config: SandboxConfig) -> Sandbox:
+        """The sandbox, not started (`config`: the phase's SandboxConfig)."""
+        from ..harness.sandbox import SandboxError, make_sandbox
+
+        try:
+            return make_sandbox(self.name, config, self.args)
+        except SandboxError as exc:
+            raise ConfigError(f"sandbox: {exc}") from None
+
+
+def sandbox_spec(value: Any, where: str) -> SandboxSpec:
+    """The `sandbox:` key read and checked (the name registered, the settings taken): ConfigError."""
+    from ..harness.sandbox import SandboxConfig
+
+    if value is None or isinstance(value, str):
+        spec = SandboxSpec(value or "local")
+    elif isinstance(value, dict) and isinstance(value.get("name", "local"), str):
+        args = {k: v for k, v in value.items() if k != "name"}
+        if bad := [k for k in args if not (isinstance(k, str) and k.isidentifier())]:
+            raise ConfigError(f"{where}: settings are keyword names, not {bad}")
+        spec = SandboxSpec(value.get("name", "local"), args)
+    else:
+        raise ConfigError(f"{where}: a sandbox name, or a mapping of 'name' and its settings, not {value!r}")
+    try:  # a bad name or setting fails now, before the model loads
+        spec.make(SandboxConfig(warm_kernels=0))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {str(exc).removeprefix('sandbox: ')}") from None
+    return spec
+
+
+@dataclass
 class StageConfig:
     """One training run: the stage, its model, where it writes, how it trains and evaluates, and
     `section`, the stage's own typed settings (the YAML key named after the stage)."""
@@ -163,15 +209,19 @@ class StageConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     section: Any = None
     source: Path | None = None  # the YAML file it came from
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for reports and run.json."""
+        """Plain data for reports and run.json (secret-looking sandbox settings hidden)."""
+        from ..harness.registry import shown_options
+
         data = dataclasses.asdict(self)
         data["output_dir"], data["source"] = str(self.output_dir), self.source and str(self.source)
+        data["sandbox"]["args"] = shown_options(self.sandbox.args)
         return data
 
 
-_COMMON = {"stage", "model", "output_dir", "seed", "training", "eval"}
+_COMMON = {"stage", "model", "output_dir", "seed", "training", "eval", "sandbox"}
 
 
 def load_config(path: str | Path, **overrides: Any) -> StageConfig:
@@ -217,6 +267,7 @@ def config_from_dict(data: dict[str, Any], *, source: Path | None = None) -> Sta
         if stage.section
         else None,
         source=source,
+        sandbox=sandbox_spec(data.get("sandbox"), f"{where}: sandbox"),
     )
 
 
@@ -236,7 +287,7 @@ def build(kind: Any, value: Any, where: str) -> Any:
             except ConfigError:
                 if i == len(options) - 1:
                     raise
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         hints = typing.get_type_hints(kind)

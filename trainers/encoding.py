@@ -64,7 +64,7 @@ def encode_trajectory(
 ) -> EncodedTrajectory:
     """Tokenize one record. `train_on_hints`: Hint-Engineering data teaches the model to write the
     hints itself (SFT), whereas hints inserted during RL rollouts are the environment's. `add_eos`
-    closes a trajectory that ended on its own (finish_reason "stop") with the end-of-sequence token,
+    closes a trajectory that ended on its own (finish_reason "stop" or "tool_limit") with the end-of-sequence token,
     so the model learns to stop."""
     prompt_ids = _ids(tokenizer, record.prompt)
     completion_ids: list[int] = []
@@ -76,7 +76,7 @@ def encode_trajectory(
             completion_ids += ids
             mask += [trained] * len(ids)
         pos = end
-    if add_eos and record.finish_reason == "stop" and tokenizer.eos_token_id is not None:
+    if add_eos and record.ended and tokenizer.eos_token_id is not None:
         completion_ids.append(tokenizer.eos_token_id)
         mask.append(1)
     return EncodedTrajectory(prompt_ids, completion_ids, mask)

@@ -29,12 +29,13 @@ import numpy as np
 from ..analyzers.metrics import estimate
 from ..analyzers.results_file import write_atomic
 from ..harness.records import TrajectoryRecord
+from ..harness.registry import shown_options
 from ..harness.rollout import Generator, Limits
 from ..harness.run_settings import RUN_IDENTITY, ResolvedRun, RunSettingsError, resolve_run
 from ..harness.runner import SamplingPlan, run_samples
-from ..harness.sandbox import LocalSandbox, SandboxConfig
+from ..harness.sandbox import SandboxConfig
 from ..harness.store import RunStore
-from .config import ConfigError, RolloutSettings, StageConfig
+from .config import ConfigError, RolloutSettings, SandboxSpec, StageConfig
 from .progress import PhaseProgress, say
 
 REPORT_JSON = "report.json"
@@ -47,16 +48,19 @@ class Sampling(ResolvedRun):
     protocol filled in), with the settings themselves."""
 
     settings: RolloutSettings = field(default_factory=RolloutSettings)
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)  # the stage's `sandbox:`
 
     def run_config(self, model_name: str, **extra: Any) -> dict[str, Any]:
         """run.json's configuration, with the keys `cortbench run` writes."""
         return self.config(backend="hf", model=model_name, limit=self.settings.limit, offset=self.settings.offset,
-                           hint=self.settings.hint, backend_args=[], tokenizer=None, **extra)  # fmt: skip
+                           hint=self.settings.hint, backend_args=[], tokenizer=None, sandbox=self.sandbox.name,
+                           sandbox_args=shown_options(self.sandbox.args), **extra)  # fmt: skip
 
 
-def resolve_sampling(settings: RolloutSettings) -> Sampling:
+def resolve_sampling(settings: RolloutSettings, sandbox: SandboxSpec | None = None) -> Sampling:
     """Load the problems (skipping `offset`, keeping `limit`) and fill unset protocol values from
-    the tasks, which must then agree. Raises ConfigError with one clear line."""
+    the tasks, which must then agree; `sandbox` (the stage's) runs the cells. Raises ConfigError
+    with one clear line."""
     if not settings.tasks:
         raise ConfigError("no tasks given (a list of task names or .jsonl / .yaml files)")
     try:
@@ -67,7 +71,7 @@ def resolve_sampling(settings: RolloutSettings) -> Sampling:
         )  # fmt: skip
     except RunSettingsError as exc:
         raise ConfigError(str(exc)) from None
-    return Sampling(**vars(run), settings=settings)
+    return Sampling(**vars(run), settings=settings, sandbox=sandbox or SandboxSpec())
 
 
 def generator_for(model: Any, tokenizer: Any, sampling: Sampling) -> Generator:
@@ -99,9 +103,8 @@ def sample_run(
     from ..harness.store import read_run
 
     run_dir = Path(run_dir)
-    tokens = min(sampling.max_tokens, getattr(generator, "context_length", None) or sampling.max_tokens)
-    limits = Limits(
-        max_tool_calls=sampling.max_tool_calls, max_tokens_per_call=tokens, max_total_tokens=tokens
+    limits = Limits.within_context(
+        generator, max_tool_calls=sampling.max_tool_calls, max_tokens=sampling.max_tokens
     )
     plan = SamplingPlan(
         hints=sampling.hints,
@@ -131,7 +134,7 @@ def sample_run(
                     if on_record is not None:
                         on_record(record)
 
-                async with LocalSandbox(sandbox_config) as sandbox:
+                async with sampling.sandbox.make(sandbox_config) as sandbox:
                     await run_samples(
                         sampling.problems, generator, sandbox, store, plan, on_record=record_done
                     )
@@ -314,7 +317,7 @@ def evaluate_stage(
         return None
     if world_size() > 1:  # a sharded model cannot generate in one process: evaluate OUTPUT/model afterwards
         return None
-    sampling = resolve_sampling(settings)
+    sampling = resolve_sampling(settings, config.sandbox)
     generator = generator_for(model, tokenizer, sampling)
     return evaluate(
         generator,

@@ -11,7 +11,9 @@ that types its own YAML section (the key named after the stage):
     def distill(config: StageConfig) -> StageReport:
         ...  # config.section is a DistillSection
 
-Built-in stages register on first use (their modules import torch and TRL only when they run).
+Built-in stages register on first use (their modules import torch and TRL only when they run). A
+package adds a stage through the `cortbench.stages` entry-point group (docs/extending.md) and runs it
+with `cortbench train run --config stage.yaml`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..harness.registry import Registry
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -38,33 +41,32 @@ class Stage:
     help: str = ""
 
 
-_STAGES: dict[str, Stage] = {}
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+STAGES: Registry[Stage] = Registry("stage", ConfigError, _load_builtins)  # cortbench.stages
 
 
 def register_stage(name: str, *, section: type | None = None, help: str = "") -> Callable[[Any], Any]:
     """Register `run(config) -> StageReport` as stage `name`, its YAML section typed by `section`."""
 
     def decorate(run: Callable[[StageConfig], StageReport]) -> Callable[[StageConfig], StageReport]:
-        _STAGES[name] = Stage(name, run, section, help or (run.__doc__ or "").strip().split("\n")[0])
+        stage = Stage(name, run, section, help or (run.__doc__ or "").strip().split("\n")[0])
+        STAGES.register(name)(lambda: stage)
         return run
 
     return decorate
 
 
-def _load_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-
-
 def stage_names() -> list[str]:
-    _load_builtins()
-    return sorted(_STAGES)
+    return STAGES.names()
 
 
 def get_stage(name: str) -> Stage:
     """The registered stage, or a ConfigError naming the known ones."""
-    if name not in _STAGES:
-        _load_builtins()
-    if name not in _STAGES:
-        raise ConfigError(f"unknown stage {name!r}; known: {', '.join(sorted(_STAGES))}")
-    return _STAGES[name]
+    stage = STAGES.create(name)
+    if not isinstance(stage, Stage):  # a plug-in's entry point that names an undecorated function
+        raise ConfigError(f"stage {name!r} is not registered with @register_stage (docs/extending.md)")
+    return stage

@@ -1,12 +1,13 @@
 """CoRT's RL reward as TRL reward functions: R = Ra + 0.1 * Rc.
 
 Ra (`CorrectnessReward`) is 1 when the answer is right, graded exactly as evaluation grades it
-(math-verify over the whole generation; the chemistry set's own grader for its rows). Rc
+with the problem's scorer: math-verify over the whole generation, the chemistry set's own grader,
+or one a user registered; analyzers/scorers.py). Rc
 (`code_execution_reward`) is -1 when the trajectory ran code and every cell failed, else 0. The 0.1
 is a reward weight (`GRPOConfig(reward_weights=[1.0, 0.1])`), so TRL logs both terms separately.
 
 TRL calls each function as `f(prompts=..., completions=..., completion_ids=..., **kwargs)`; kwargs
-carry every dataset column (`gold`, `meta_json`) and every extra key the rollout returned
+carry every dataset column (`gold`, `scorer`, `meta_json`) and every extra key the rollout returned
 (`tool_statuses`, `generation`, ...; see `rl.CortRollout`).
 """
 
@@ -16,15 +17,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from cortbench.analyzers.chem import grade_chem, uses_chem_grader
 from cortbench.analyzers.grading import DEFAULT_TIMEOUT_S, Grader
-
-OK_STATUSES = frozenset({"ok", "output_truncated"})  # as ToolCall.ok: a truncated output still ran
+from cortbench.analyzers.scorers import DEFAULT_SCORER, Item, grade_items
+from cortbench.harness.sandbox import SUCCEEDED
 
 
 def all_code_failed(statuses: Sequence[str]) -> bool:
-    """The trajectory ran at least one cell and none of them succeeded."""
-    return bool(statuses) and not any(s in OK_STATUSES for s in statuses)
+    """The trajectory ran at least one cell and none of them succeeded (as `ToolCall.ok`)."""
+    return bool(statuses) and not any(s in SUCCEEDED for s in statuses)
 
 
 def code_execution_reward(
@@ -69,19 +69,17 @@ class CorrectnessReward:
         gold: list[str | None],
         generation: list[str] | None = None,
         meta_json: list[str | None] | None = None,
+        scorer: list[str | None] | None = None,
         **_: Any,
     ) -> list[float]:
         texts = generation if generation is not None else [_text(c) for c in completions]
         metas = [json.loads(m) if m else {} for m in (meta_json or [None] * len(texts))]
+        names = [s or DEFAULT_SCORER for s in (scorer or [None] * len(texts))]
+        graded = [i for i in range(len(texts)) if gold[i] is not None]
+        items = [Item(str(gold[i]), texts[i], metas[i]) for i in graded]
         scores = [0.0] * len(texts)
-        math = [i for i, meta in enumerate(metas) if not uses_chem_grader(meta) and gold[i] is not None]
-        if math:
-            grades = self.grader.grade_many((str(gold[i]), texts[i]) for i in math)
-            for i, grade in zip(math, grades):
-                scores[i] = float(grade.correct)
-        for i, meta in enumerate(metas):
-            if uses_chem_grader(meta) and gold[i] is not None:
-                scores[i] = float(grade_chem(str(gold[i]), texts[i], meta).correct)
+        for i, g in zip(graded, grade_items(items, [names[i] for i in graded], self.grader)):
+            scores[i] = float(g.correct)
         return scores
 
     @property
@@ -122,18 +120,15 @@ def verl_compute_score(
 ) -> float:
     """The same reward for verl (`custom_reward_function.path` = this module's file,
     `custom_reward_function.name` = verl_compute_score): Ra graded in this process (math-verify,
-    with the chemistry grader for rows whose `extra_info["meta_json"]` says so), plus 0.1 x Rc when
+    with the scorer `extra_info["scorer"]` names, e.g. the chemistry set's), plus 0.1 x Rc when
     the agent loop reports the cells' statuses in `extra_info["tool_statuses"]` (without them, Ra).
     `extra_info` may set `code_weight` and `penalize_no_code` too."""
-    from cortbench.analyzers.grading import grade
-
     info = extra_info or {}
     meta = json.loads(info["meta_json"]) if info.get("meta_json") else {}
-    if uses_chem_grader(meta):
-        correct = grade_chem(str(ground_truth), solution_str, meta).correct
-    else:
-        correct = grade(str(ground_truth), solution_str).correct
-    score = float(correct)
+    [graded] = grade_items(
+        [Item(str(ground_truth), solution_str, meta)], [info.get("scorer") or DEFAULT_SCORER], None
+    )
+    score = float(graded.correct)
     statuses = info.get("tool_statuses")
     if statuses is not None:
         penalty = code_execution_reward(

@@ -43,7 +43,8 @@ class RFTSection:
     Attributes:
         sampling: the training problems and how to sample them (`n`: k per problem).
         records: trajectories already sampled (run folders or records JSONL) to filter instead.
-        finish_reasons: a kept trajectory ended this way ("stop": on its own, not cut at the limit).
+        finish_reasons: a kept trajectory ended this way ("stop" and "tool_limit": on its own, not
+            cut by the token budget nor failed).
         require_correct: the answer verifies against the gold (math-verify; chemistry: its grader).
         min_tool_calls: executed cells a kept trajectory needs; all of them must run without error.
         exclude_behaviours: detections (analyzers.behaviours) that reject a trajectory.
@@ -57,7 +58,7 @@ class RFTSection:
 
     sampling: RolloutSettings | None = None
     records: list[str] = field(default_factory=list)
-    finish_reasons: list[str] = field(default_factory=lambda: ["stop"])
+    finish_reasons: list[str] = field(default_factory=lambda: ["stop", "tool_limit"])
     require_correct: bool = True
     min_tool_calls: int = 1
     exclude_behaviours: list[str] = field(default_factory=lambda: ["delayed_computation", "result_distrust"])
@@ -194,7 +195,7 @@ def rft(config: StageConfig) -> StageReport:
             "rft: sampling needs one process; sample first, then train on `records` under accelerate"
         )
     if section.sampling is not None:
-        sampling = resolve_sampling(section.sampling)
+        sampling = resolve_sampling(section.sampling, config.sandbox)
         run_dir = config.output_dir / "samples"
         sampled = sample_run(
             generator_for(model, tokenizer, sampling), sampling, run_dir, model_name=config.model.name

@@ -20,17 +20,17 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from cortbench.harness.chat import count_with_tokenizer, render_with_tokenizer
 from cortbench.harness.hints import HintPolicy
 from cortbench.harness.records import TrajectoryRecord
 from cortbench.harness.rollout import NO_HINTS, Completion, Generator, Limits, run_rollout
 from cortbench.harness.runner import build_record
-from cortbench.harness.sandbox import Sandbox, SandboxConfig, get_sandbox
+from cortbench.harness.sandbox import Sandbox, SandboxConfig, make_sandbox
 from cortbench.tasks.problems import Problem
 
 from .config import ConfigError, ModelSpec, RolloutSettings, StageConfig, TrainingConfig
@@ -63,8 +63,8 @@ class RolloutOptions:
         max_tool_calls: cells executed per trajectory; the last one's output carries the limit message.
         generation: "hf" (the policy's own `generate`, CPU or GPU) or "vllm" (TRL's colocated engine;
             needs `GRPOConfig(use_vllm=True, vllm_mode="colocate")`).
-        sandbox: a registered sandbox name ("local", or "remote" with `sandbox_url`).
-        sandbox_url: a `cortbench sandbox serve` address for "remote".
+        sandbox: a registered sandbox name ("local", "remote", a plug-in's).
+        sandbox_args: its settings (remote: {"url": a `cortbench sandbox serve` address}).
         cell_timeout_s: wall-clock limit per cell.
         hints: a hint policy (e.g. Prompt-Hint's opening); inserted text is the environment's, so it
             is masked like interpreter output.
@@ -76,7 +76,7 @@ class RolloutOptions:
     max_tool_calls: int = RL_TOOL_CALLS
     generation: str = "hf"
     sandbox: str = "local"
-    sandbox_url: str | None = None
+    sandbox_args: Mapping[str, Any] = field(default_factory=dict)
     cell_timeout_s: float = RL_CELL_TIMEOUT_S
     hints: HintPolicy = NO_HINTS
     concurrency: int = 1024
@@ -155,12 +155,11 @@ class CortRollout:
     ) -> TrajectoryRecord:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         rendered = generator.render_chat(messages)
-        total = generator.count_tokens(rendered) + max_completion
-        context = getattr(generator, "context_length", None)  # a small model's window may be shorter
-        limits = Limits(
+        limits = Limits.within_context(
+            generator,
             max_tool_calls=self.options.max_tool_calls,
+            max_tokens=generator.count_tokens(rendered) + max_completion,  # the prompt is not TRL's budget
             max_tokens_per_call=max_completion,
-            max_total_tokens=min(total, context) if context else total,
         )
         started = time.time()
         async with self._slots, self.sandbox.session() as kernel:
@@ -206,10 +205,9 @@ class CortRollout:
 
 
 def _make_sandbox(options: RolloutOptions) -> Sandbox:
-    if options.sandbox == "local":
-        return get_sandbox("local", config=SandboxConfig(timeout_s=options.cell_timeout_s))
-    kwargs = {"url": options.sandbox_url} if options.sandbox_url else {}
-    return get_sandbox(options.sandbox, **kwargs)
+    return make_sandbox(
+        options.sandbox, SandboxConfig(timeout_s=options.cell_timeout_s), options.sandbox_args
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +314,7 @@ class HFPolicyGenerator(BatchingGenerator):
         attention = torch.tensor(
             [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device
         )
-        sampling = {"do_sample": False}
+        sampling: dict[str, bool | float] = {"do_sample": False}
         if self.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
         with torch.no_grad():
@@ -338,7 +336,7 @@ class HFPolicyGenerator(BatchingGenerator):
                 new.pop()
             text, matched = decode_to_stop(tok, new, stop)
             ended = matched is not None or (bool(new) and new[-1] == tok.eos_token_id)
-            finish = "stop" if ended or len(new) < max_tokens else "length"
+            finish: Literal["stop", "length"] = "stop" if ended or len(new) < max_tokens else "length"
             completions.append(Completion(text, finish, len(new), stop=matched))
         return completions
 
@@ -375,7 +373,7 @@ class VLLMPolicyGenerator(BatchingGenerator):
         for output in outputs:
             sample = output.outputs[0]
             matched = sample.stop_reason if isinstance(sample.stop_reason, str) else None
-            finish = "length" if sample.finish_reason == "length" else "stop"
+            finish: Literal["stop", "length"] = "length" if sample.finish_reason == "length" else "stop"
             completions.append(Completion(sample.text, finish, len(sample.token_ids), stop=matched))
         return completions
 
@@ -403,7 +401,6 @@ class RLSection(RolloutSettings):
         correctness_weight / code_weight: R = correctness_weight * Ra + code_weight * Rc.
         penalize_no_code: Rc = -1 also without any code (CoRT's public code; not the paper's formula).
         generation: "hf" (the policy's `generate`) or "vllm" (TRL's colocated vLLM; GPU).
-        sandbox / sandbox_url: "local", or "remote" and a `cortbench sandbox serve` address.
         grading_workers: math-verify processes for the correctness reward.
         save_trajectories: append every rollout to OUTPUT/rollouts.jsonl (records, with the step).
     """
@@ -423,8 +420,6 @@ class RLSection(RolloutSettings):
     code_weight: float = 0.1
     penalize_no_code: bool = False
     generation: str = "hf"
-    sandbox: str = "local"
-    sandbox_url: str | None = None
     grading_workers: int = 1
     save_trajectories: bool = True
 
@@ -438,11 +433,12 @@ def run_rl(config: StageConfig) -> StageReport:
     """Evaluate, train with GRPO, save, evaluate again, and write the report."""
     section: RLSection = config.section
     _check_training(config)
-    sampling = resolve_sampling(section)
+    sampling = resolve_sampling(section, config.sandbox)
     dataset = rl_dataset(sampling)
     state = StageState.open(config)
     model, tokenizer = config.model.load()
     before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
+    trained: str | None
     if finished := finished_training(config, state):
         trained, summary = finished
         model, tokenizer = ModelSpec(trained, dtype=config.model.dtype).load()
@@ -484,8 +480,8 @@ def _train(config: StageConfig, sampling: Sampling, model: Any, tokenizer: Any, 
     options = RolloutOptions(
         max_tool_calls=sampling.max_tool_calls,
         generation=section.generation,
-        sandbox=section.sandbox,
-        sandbox_url=section.sandbox_url,
+        sandbox=config.sandbox.name,
+        sandbox_args=config.sandbox.args,
         cell_timeout_s=sampling.timeout_s,
         hints=sampling.hints,
         concurrency=section.concurrency,
@@ -536,13 +532,14 @@ def _logged_step(line: str) -> int:
 
 def rl_dataset(sampling: Sampling) -> Any:
     """One row per problem: `prompt` (the user message: problem + the task's instruction), `gold`,
-    and `meta_json` (the problem's metadata; the chemistry set's grader needs it)."""
+    `scorer` (its task's) and `meta_json` (the problem's metadata; the chemistry set's scorer needs it)."""
     from datasets import Dataset
 
     rows = [
         {
             "prompt": p.problem + sampling.samples[p.task][1],
             "gold": p.gold,
+            "scorer": p.scorer,
             "meta_json": json.dumps(p.meta),
             "task": p.task,
             "problem_id": p.problem_id,
@@ -566,6 +563,7 @@ def verl_rows(sampling: Sampling, data_source: str = "cortbench") -> list[dict[s
                 "index": i,
                 "task": p.task,
                 "problem_id": p.problem_id,
+                "scorer": p.scorer,
                 "meta_json": json.dumps(p.meta),
             },
         }

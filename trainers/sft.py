@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class SFTSection:
     finish_reasons: list[str] | None = None
 
 
-def read_records(paths: list[str | Path]) -> list[TrajectoryRecord]:
+def read_records(paths: Sequence[str | Path]) -> list[TrajectoryRecord]:
     """Trajectory records from JSONL files or run folders, in order; a missing path is a ConfigError."""
     records = []
     for given in paths:
@@ -240,6 +241,7 @@ def supervised_stage(config: StageConfig, records: list[TrajectoryRecord], *, tr
     if before is None:
         before = evaluate_stage(config, model, tokenizer, "before", config.model.name)
     rows = sft_rows(tokenizer, records, train_on_hints=train_on_hints, max_length=config.training.max_length)
+    trained_model: str | None
     if finished := finished_training(config, state):
         trained_model, summary = finished
         model, tokenizer = ModelSpec(trained_model, dtype=config.model.dtype).load()

@@ -67,9 +67,11 @@ class StageState:
 
 
 def _identity(config: StageConfig) -> dict[str, Any]:
-    """What must not change between a run and its resumption: everything but where the YAML was."""
+    """What must not change between a run and its resumption: everything but where the YAML was
+    and where the cells run."""
     data = json.loads(json.dumps(config.to_dict(), default=str))
     data.pop("source", None)
+    data.pop("sandbox", None)
     return data
 
 

@@ -28,14 +28,16 @@ from typing import Any
 
 from ..analyzers.behaviours import BehaviourSpan, detect_behaviours
 from ..analyzers.purpose import executed_cells
+from ..analyzers.scorers import scorer_of
 from ..analyzers.transcript import tool_calls_in
 from ..harness.hints import FixedHints
 from ..harness.records import InsertedHint, ToolCall, TrajectoryRecord
 from ..harness.rollout import Generator, Limits, Rollout, run_rollout
 from ..harness.runner import build_record
-from ..harness.sandbox import LocalSandbox, Sandbox, SandboxConfig
+from ..harness.sandbox import Sandbox, SandboxConfig
 from ..tasks.problems import Problem
 from ..tasks.prompts import COT_INSTRUCTION, DELAYED_CODE_HINT, DISTRUST_HINT
+from ..tasks.spec import CORT_PROTOCOL
 from .config import ConfigError, RolloutSettings, StageConfig
 from .evaluation import StageReport, evaluate_stage, generator_for, resolve_sampling, sample_run, world_size
 from .progress import PhaseProgress, say
@@ -135,7 +137,9 @@ async def continue_with_hint(
         tools_s=continuation.tools_s,
     )
     rollout.total_tokens = rollout.prompt_tokens + generator.count_tokens(rollout.generation)
-    problem = Problem(record.task, record.problem_id, "", record.gold, dict(record.problem_meta))
+    problem = Problem(
+        record.task, record.problem_id, "", record.gold, dict(record.problem_meta), scorer_of(record)
+    )
     return build_record(problem, record.sample_idx, record.prompt, rollout, generator, started)
 
 
@@ -308,7 +312,7 @@ def synthesize(config: StageConfig) -> StageReport:
     state = StageState.open(config)
     model, tokenizer = config.model.load()
     before = evaluate_stage(config, model, tokenizer, "before", config.model.name) if section.train else None
-    sampling = resolve_sampling(section.sampling) if section.sampling else None
+    sampling = resolve_sampling(section.sampling, config.sandbox) if section.sampling else None
     sampled = []
     if sampling is not None:
         generator = generator_for(model, tokenizer, sampling)
@@ -316,16 +320,13 @@ def synthesize(config: StageConfig) -> StageReport:
     else:
         from ..harness.backends.hf import HFGenerator
 
-        generator = HFGenerator(model, tokenizer, temperature=0.6, top_p=0.95)
+        generator = HFGenerator(model, tokenizer)  # the protocol's sampling
     render = lambda text: generator.render_chat([{"role": "user", "content": text}])  # noqa: E731
     annotated = [row for path in section.annotated for row in read_annotated(path, render)]
-    tokens = min(
-        sampling.max_tokens if sampling else 32768, getattr(generator, "context_length", None) or 32768
-    )
-    limits = Limits(
-        max_tool_calls=sampling.max_tool_calls if sampling else 15,
-        max_tokens_per_call=tokens,
-        max_total_tokens=tokens,
+    limits = Limits.within_context(
+        generator,
+        max_tool_calls=sampling.max_tool_calls if sampling else CORT_PROTOCOL.max_tool_calls,
+        max_tokens=sampling.max_tokens if sampling else CORT_PROTOCOL.max_tokens,
     )
 
     journal = config.output_dir / ENGINEERED
@@ -335,16 +336,16 @@ def synthesize(config: StageConfig) -> StageReport:
         say(f"engineering: {min(len(done), todo)}/{todo} trajectories already done, resuming")
 
     async def go() -> list[TrajectoryRecord]:
-        timeout = sampling.timeout_s if sampling else 30.0
+        timeout = sampling.timeout_s if sampling else CORT_PROTOCOL.timeout_s
         out: list[TrajectoryRecord] = []
-        jobs = [("annotated", row) for row in annotated] + [("sampled", record) for record in sampled]
+        jobs: list[Annotated | TrajectoryRecord] = [*annotated, *sampled]
         with PhaseProgress("engineering", todo, done=len(done), unit="trajectories") as progress:
-            async with LocalSandbox(SandboxConfig(timeout_s=timeout, warm_kernels=2)) as sandbox:
-                for index, (kind, item) in enumerate(jobs):
+            async with config.sandbox.make(SandboxConfig(timeout_s=timeout, warm_kernels=2)) as sandbox:
+                for index, item in enumerate(jobs):
                     if index in done:
                         out.append(done[index])
                         continue
-                    if kind == "annotated":
+                    if isinstance(item, Annotated):
                         record = await from_annotated(
                             item, generator, sandbox, limits, max_hints=section.max_hints, hints=section.hints
                         )

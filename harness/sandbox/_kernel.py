@@ -171,8 +171,10 @@ def _compile_source(code: str, filename: str, echo: bool):
         return compile(code, filename, "exec"), None
     tree = ast.parse(code, filename, "exec")
     last = None
-    if echo and tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = compile(ast.Expression(final.value), filename, "eval")
     return compile(tree, filename, "exec"), last
 
 
@@ -328,8 +330,9 @@ class Kernel:
         if os.getpid() != self.pid:  # a child the cell forked fell through to here: it must not reply
             os._exit(0)
         try:
-            sys.__stdout__.flush()
-            sys.__stderr__.flush()
+            for stream in (sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
         procs_killed = _kill_leftovers()
@@ -341,7 +344,7 @@ class Kernel:
         alive = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         for thread in alive:
             thread.join(0.05)
-        alive = [str(t.name)[: _wire.NAME_CHARS] for t in alive if t.is_alive()][: _wire.MAX_THREADS]
+        names = [str(t.name)[: _wire.NAME_CHARS] for t in alive if t.is_alive()][: _wire.MAX_THREADS]
         return {
             "status": status,
             "stdout": out.to_wire(),
@@ -352,5 +355,5 @@ class Kernel:
             "cpu": cpu,
             "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "procs_killed": procs_killed,
-            "threads_alive": alive,
+            "threads_alive": names,
         }

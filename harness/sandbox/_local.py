@@ -30,7 +30,7 @@ def _warn_once(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-_SIGNAL_TEXT = {
+_SIGNAL_TEXT: dict[int, str] = {  # by signal number (a Signals is one)
     signal.SIGSEGV: "the Python kernel crashed with a segmentation fault (SIGSEGV)",
     signal.SIGBUS: "the Python kernel crashed with a bus error (SIGBUS)",
     signal.SIGABRT: "the Python kernel aborted (SIGABRT)",
@@ -278,6 +278,7 @@ class LocalKernelSession:
         timeout = timeout or config.timeout_s
         await self.start()
         proc = self._proc
+        assert proc is not None  # start() took one
         request = {
             "code": code,
             "timeout": timeout,
@@ -330,7 +331,7 @@ class LocalKernelSession:
 
 
 @register_sandbox("local")
-class LocalSandbox(SandboxBase):
+class LocalSandbox(SandboxBase[LocalKernelSession]):
     """Isolated, persistent, pre-forked Python kernels on this machine.
 
     Use as `async with LocalSandbox(config) as sandbox:`; then `async with sandbox.session() as k:
@@ -377,7 +378,7 @@ class LocalSandbox(SandboxBase):
         ours.setblocking(False)
         self._ctl = ours
         self._ready = loop.create_future()
-        loop.add_reader(ours.fileno(), self._on_control)
+        loop.add_reader(ours.fileno(), self._on_control, ours)
         config = {**asdict(self.config), "preload": list(self.config.preload)}
         await loop.sock_sendall(ours, json.dumps(config).encode())
         try:
@@ -412,19 +413,20 @@ class LocalSandbox(SandboxBase):
             _warn_once(f"cortbench: WARNING: sandbox layers off: {'; '.join(off)}. `cortbench sandbox check` "
                        "shows every layer.")  # fmt: skip
 
-    def _on_control(self) -> None:
+    def _on_control(self, ctl: socket.socket) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self._ctl, 1 << 16, 4)
+            data, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 4)
         except BlockingIOError:
             return
         except OSError as exc:
             data, fds = b"", []
             self._dead = str(exc)
         if not data:
-            self._zygote_died()
+            self._zygote_died(ctl)
             return
         message = json.loads(data)
         if "ready" in message:
+            assert self._ready is not None  # start() made it before it listened
             self._ready.set_result(message)
         elif "spawned" in message:
             future = self._pending.pop(message["spawned"], None)
@@ -442,9 +444,9 @@ class LocalSandbox(SandboxBase):
             if proc is not None and not proc.exited.done():
                 proc.exited.set_result((message["code"], bool(message.get("oom"))))
 
-    def _zygote_died(self) -> None:
+    def _zygote_died(self, ctl: socket.socket) -> None:
         self._dead = self._dead or "the zygote process exited"
-        asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+        asyncio.get_running_loop().remove_reader(ctl.fileno())
         error = SandboxError(f"sandbox is down: {self._dead}")
         for future in [self._ready, *self._pending.values()]:
             if future is not None and not future.done():

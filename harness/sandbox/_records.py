@@ -19,6 +19,11 @@ class ExecStatus(StrEnum):
     KERNEL_RESTARTED = "kernel_restarted"  # ran, but the kernel had to be replaced afterwards
 
 
+# A call succeeded when its code ran to its end without error, whatever happened to its output or,
+# after it, to the kernel: the one definition (code success rate, the RL reward, purpose, SandboxFusion).
+SUCCEEDED = frozenset({ExecStatus.OK, ExecStatus.OUTPUT_TRUNCATED, ExecStatus.KERNEL_RESTARTED})
+
+
 # Messages the model reads. Timeout text is CoRT's verbatim ("Timeout Error").
 TIMEOUT_TEXT = "Timeout Error"
 STATE_LOST_TEXT = (

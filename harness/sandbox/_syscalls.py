@@ -59,12 +59,13 @@ def _enc(text: str | None) -> bytes | None:
 
 
 def syscall(name_or_number: str | int, *args) -> int:
-    number = name_or_number
     if isinstance(name_or_number, str):
         table = _SYSCALLS.get(os.uname().machine)
         if table is None:
             raise IsolationError(0, f"unsupported architecture {os.uname().machine}")
         number = table[name_or_number]
+    else:
+        number = name_or_number
     return _libc.syscall(ctypes.c_long(number), *args)
 
 

@@ -181,22 +181,24 @@ class Zygote:
         return self.next_slot - 1
 
     def spawn(self, kernel_id: int) -> None:
-        if len(self.keepers) >= self.boundary.slot_count:
+        boundary = self.boundary
+        assert boundary is not None  # serve() runs only once start() has prepared it
+        if len(self.keepers) >= boundary.slot_count:
             self._send(
                 {"spawn_failed": kernel_id, "error": f"{len(self.keepers)} kernels are alive (the most)"}
             )
             return
         slot = self._take_slot()
         parent_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        scratch = self.boundary.new_scratch()
+        scratch = boundary.new_scratch()
         keeper = os.fork()
         if keeper == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                keep = [kernel_end.fileno(), *(self.boundary.cgroups.fds() if self.boundary.cgroups else [])]
+                keep = [kernel_end.fileno(), *(boundary.cgroups.fds() if boundary.cgroups else [])]
                 _close_fds_except(*keep)
-                _keeper(self.boundary, self.config, slot, scratch, kernel_end)
+                _keeper(boundary, self.config, slot, scratch, kernel_end)
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
             finally:
@@ -207,6 +209,7 @@ class Zygote:
         parent_end.close()
 
     def _release(self, keeper: _Keeper) -> bool:
+        assert self.boundary is not None  # a keeper exists only once start() has prepared it
         oom = self.boundary.release(keeper.slot, keeper.scratch)
         heapq.heappush(self.free_slots, keeper.slot)
         return oom
@@ -247,7 +250,8 @@ class Zygote:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         while True:
-            ready, _, _ = select.select([self.ctl, wake_r], [], [])
+            watched: list[socket.socket | int] = [self.ctl, wake_r]
+            ready, _, _ = select.select(watched, [], [])
             if wake_r in ready:
                 while True:
                     try:

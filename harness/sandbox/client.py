@@ -26,11 +26,12 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ...tasks.spec import CORT_PROTOCOL
 from ._base import SandboxBase, SandboxError, register_sandbox
 from ._config import SandboxConfig
 from ._records import TIMEOUT_TEXT, ExecResult, ExecStatus, mark_restarted, truncate_middle
@@ -189,7 +190,7 @@ class RemoteKernelSession:
 
 
 @register_sandbox("remote")
-class RemoteSandbox(SandboxBase):
+class RemoteSandbox(SandboxBase[RemoteKernelSession]):
     """Kernels on a `cortbench sandbox serve` host (see server.py), shared by many workers.
 
     Args:
@@ -212,7 +213,7 @@ class RemoteSandbox(SandboxBase):
         self.isolated = False
         self.preloaded: list[str] = []
         self.server_version: str | None = None
-        self.server_timeout_s: float = 30.0
+        self.server_timeout_s: float = CORT_PROTOCOL.timeout_s
         token = token or os.environ.get(TOKEN_ENV) or None
         self._http = _HttpClient(self.url, max_connections, request_timeout, retries, backoff_s, token)
         self._open: set[str] = set()
@@ -231,7 +232,7 @@ class RemoteSandbox(SandboxBase):
         self.isolated = bool(health.get("isolated"))
         self.preloaded = list(health.get("preloaded") or [])
         self.server_version = health.get("version")
-        self.server_timeout_s = float(health.get("timeout_s") or 30.0)
+        self.server_timeout_s = float(health.get("timeout_s") or CORT_PROTOCOL.timeout_s)
         if not self.isolated and self.url not in _warned_unisolated:
             _warned_unisolated.add(self.url)
             log.warning("cortbench: WARNING: the sandbox server at %s runs cells WITHOUT namespace isolation "
@@ -370,6 +371,15 @@ def _error_name(traceback_text: str) -> str | None:
     return None
 
 
+class _RunFields(TypedDict):
+    """What every ExecResult from one SandboxFusion run carries, whatever its status."""
+
+    stdout: str
+    stderr: str
+    duration_s: float
+    stdout_chars: int
+
+
 def result_from_sandboxfusion(body: dict[str, Any], config: SandboxConfig, line_offset: int = 0,
                               wall_s: float = 0.0) -> ExecResult:  # fmt: skip
     """Map a SandboxFusion RunCodeResponse for a python run onto an ExecResult with CoRT's text:
@@ -383,7 +393,12 @@ def result_from_sandboxfusion(body: dict[str, Any], config: SandboxConfig, line_
         )
     stdout, stderr = run.get("stdout") or "", run.get("stderr") or ""
     duration = float(run.get("execution_time") or wall_s)
-    common = {"stdout": stdout, "stderr": stderr, "duration_s": duration, "stdout_chars": len(stdout)}
+    common: _RunFields = {
+        "stdout": stdout,
+        "stderr": stderr,
+        "duration_s": duration,
+        "stdout_chars": len(stdout),
+    }
     if run.get("status") == "TimeLimitExceeded":
         return ExecResult(status=ExecStatus.TIMEOUT, output=TIMEOUT_TEXT, error_name="TimeoutError", **common)
     code = run.get("return_code")
@@ -449,7 +464,7 @@ class ReplayKernelSession:
 
 
 @register_sandbox("sandboxfusion")
-class SandboxFusionSandbox(SandboxBase):
+class SandboxFusionSandbox(SandboxBase[ReplayKernelSession]):
     """An existing SandboxFusion deployment (bytedance/SandboxFusion `/run_code`), stateless.
 
     `run_code` is one SandboxFusion run; `session()` emulates a persistent kernel by replay (see

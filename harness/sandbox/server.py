@@ -49,16 +49,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...tasks.spec import CORT_PROTOCOL
 from ._base import KernelSession, SandboxError
 from ._config import SandboxConfig
-from ._local import LocalSandbox
-from ._records import ExecResult, ExecStatus
+from ._local import LocalKernelSession, LocalSandbox
+from ._records import SUCCEEDED, ExecResult, ExecStatus
 from .client import NOT_RUN_HEADER, TOKEN_ENV
 
 log = logging.getLogger("cortbench.sandbox.server")
 
 PYTHON_LANGUAGES = ("python", "python3")
-PROTOCOL_TIMEOUT_S = 30.0  # CoRT's evaluation timeout per cell
+PROTOCOL_TIMEOUT_S = CORT_PROTOCOL.timeout_s  # CoRT's evaluation timeout per cell
 
 
 def _version() -> str:
@@ -79,7 +80,7 @@ class RunCodeRequest(BaseModel):
 
     code: str
     language: str = "python"
-    run_timeout: float = Field(30.0, gt=0)
+    run_timeout: float = Field(PROTOCOL_TIMEOUT_S, gt=0)
     compile_timeout: float = 10.0
     memory_limit_MB: int = -1
     stdin: str | None = None
@@ -115,10 +116,13 @@ class ExecResultModel(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+RunStatus = Literal["Success", "Failed", "SandboxError"]
+
+
 class RunCodeResponse(BaseModel):
     """SandboxFusion's RunCodeResponse plus `cortbench` (ignored by SandboxFusion clients)."""
 
-    status: Literal["Success", "Failed", "SandboxError"]
+    status: RunStatus
     message: str = ""
     compile_result: CommandRunResult | None = None
     run_result: CommandRunResult | None = None
@@ -178,11 +182,12 @@ def to_run_code_response(
     """An ExecResult as SandboxFusion reports a `python` run: a failed cell is `Failed` with its
     traceback in stderr (after whatever the cell wrote to stderr), as a real `python file.py` does."""
     stderr = result.stderr
+    status: RunStatus
     if result.status == ExecStatus.TIMEOUT:
         run = CommandRunResult(status="TimeLimitExceeded", execution_time=result.duration_s,
                                stdout=result.stdout, stderr=stderr)  # fmt: skip
         status = "Failed"
-    elif result.ok or result.status == ExecStatus.KERNEL_RESTARTED:
+    elif result.status in SUCCEEDED:
         run = CommandRunResult(status="Finished", execution_time=result.duration_s, return_code=0,
                                stdout=result.stdout, stderr=stderr)  # fmt: skip
         status = "Success"
@@ -238,8 +243,8 @@ del _cb_base64, _cb_os
 class _Session:
     sid: str
     client: str
-    context: AbstractAsyncContextManager[KernelSession]
-    kernel: KernelSession
+    context: AbstractAsyncContextManager[LocalKernelSession]
+    kernel: LocalKernelSession
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: int = 0  # requests waiting on or holding `lock`: never expired while busy
@@ -314,7 +319,7 @@ def _client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _take_kernel(kernel: KernelSession, limits: ServerLimits) -> None:
+async def _take_kernel(kernel: LocalKernelSession, limits: ServerLimits) -> None:
     """The kernel before a cell slot (so idle sessions cannot wedge the queue), with a deadline."""
     try:
         await kernel.start(timeout=limits.kernel_wait_s)
@@ -575,14 +580,14 @@ async def _run_with_io(kernel: KernelSession, body: RunCodeRequest, config: Sand
     missing: list[str] = []
     budget = limits.max_fetch_bytes
     for path in body.fetch_files:
-        data = (
+        content = (
             None if result.kernel_restarted else await _fetch_file(kernel, path, config.record_chars, budget)
         )
-        if data is None:
+        if content is None:
             missing.append(path)
         else:
-            budget -= len(data)
-            fetched[path] = base64.b64encode(data).decode()
+            budget -= len(content)
+            fetched[path] = base64.b64encode(content).decode()
     message = ""
     if missing:
         message = f"could not fetch (missing, unreadable or over the {limits.max_fetch_bytes} bytes limit): {', '.join(missing)}"

@@ -25,12 +25,11 @@ def list_tasks(
     """List the registered tasks and groups with their sizes and protocol defaults."""
     from rich.table import Table
 
-    from cortbench.harness.console import console, fail
-
-    from .loading import data_dir as resolve_dir
-    from .loading import load_problems, source_of
-    from .problems import TaskDataError
-    from .registry import get_task, groups, task_names
+    from ..tasks.loading import data_dir as resolve_dir
+    from ..tasks.loading import load_problems, source_of
+    from ..tasks.problems import TaskDataError
+    from ..tasks.registry import get_task, groups, task_names
+    from .console import console, fail
 
     folder = resolve_dir(data_dir)
     table = Table(title="cortbench tasks")
@@ -74,9 +73,8 @@ def generate_chem(
     """Generate the chemistry set (cort_chem) with RDKit, deterministically (needs RDKit)."""
     from rich.markup import escape
 
-    from cortbench.harness.console import console, fail
-
-    from . import cort_chem
+    from ..tasks import cort_chem
+    from .console import console, fail
 
     path = out or cort_chem.DATA_FILE
     try:
