@@ -68,27 +68,27 @@ def write_run(path: Path, index: int, size: str) -> int:
     config = {"tasks": ",".join(tasks), "backend": "vllm", "model": f"synthetic/model-{index:02d}",
               "hint": rng.choice(["prompt-hint", "code", None]), "max_tool_calls": 15, "temperature": 0.6,
               "top_p": 0.95, "max_tokens": 32768, "samples": {t: k for t, (_, k) in tasks.items()}}  # fmt: skip
-    RunStore.open(path, config).close()
-    grades = []
-    with open(path / SAMPLES, "w", encoding="utf-8") as fh:
-        for task, (problems, k) in tasks.items():
-            for p in range(problems):
-                difficulty = DIFFICULTY[task] + rng.gauss(0, 1.2)
-                for idx in range(k):
-                    record = trajectory(rng, task, f"{p}", idx)
-                    record.gold = str(100 + p)
-                    for s in record.segments:  # verbose models write longer responses
-                        s.tokens = None if s.tokens is None else int(s.tokens * verbosity)
-                    response = int(record.tokens.generated * verbosity)
-                    record.tokens = replace(record.tokens, generated=response, total=response + 120)
-                    correct = rng.random() < 1 / (1 + math.exp(difficulty - skill + response / 20000))
-                    answer = record.gold if correct else str(rng.randint(0, 99))
-                    fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-                    grades.append(SampleGrade(
-                        task, record.problem_id, idx, correct, answer, None, 0 if correct else 1 + int(answer),
-                        response, response, len(record.tool_calls), sum(not c.ok for c in record.tool_calls),
-                        record.finish_reason, "chem" if task == "cort_chem" else "math-verify",
-                    ))  # fmt: skip
+    records, grades = [], []
+    for task, (problems, k) in tasks.items():
+        for p in range(problems):
+            difficulty = DIFFICULTY[task] + rng.gauss(0, 1.2)
+            for idx in range(k):
+                record = trajectory(rng, task, f"{p}", idx)
+                record.gold = str(100 + p)
+                for s in record.segments:  # verbose models write longer responses
+                    s.tokens = None if s.tokens is None else int(s.tokens * verbosity)
+                response = int(record.tokens.generated * verbosity)
+                record.tokens = replace(record.tokens, generated=response, total=response + 120)
+                correct = rng.random() < 1 / (1 + math.exp(difficulty - skill + response / 20000))
+                answer = record.gold if correct else str(rng.randint(0, 99))
+                records.append(record)
+                grades.append(SampleGrade(
+                    task, record.problem_id, idx, correct, answer, None, 0 if correct else 1 + int(answer),
+                    response, response, len(record.tool_calls), sum(not c.ok for c in record.tool_calls),
+                    record.finish_reason, "chem" if task == "cort_chem" else "math-verify",
+                ))  # fmt: skip
+    with RunStore.open(path, config) as store:
+        store.append_many(records)  # one fsync
     write_atomic(path / GRADES, "".join(json.dumps(asdict(g)) + "\n" for g in grades))
     update_results(path, summarize(grades, config))
     analyze_run(path)  # parquet tables and results.json "analysis"

@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,17 +150,25 @@ class RunStore:
 
     def append(self, record: TrajectoryRecord) -> None:
         """Write one finished record durably; a second record for the same sample is refused."""
-        line = (json.dumps(record.to_dict(), ensure_ascii=False) + "\n").encode()
+        self.append_many([record])
+
+    def append_many(self, records: Iterable[TrajectoryRecord]) -> None:
+        """Write records (each one line, one write) and make them durable together, with one fsync:
+        for writers that have many at once (imports, benchmarks), not for a live run."""
         with self._lock:
             if self._fd is None:
                 raise RunStoreError(f"the run store {self.path} is closed")
-            if record.key in self._done:
-                raise RunStoreError(f"sample {record.key} is already in {self.path / SAMPLES}")
-            written = os.write(self._fd, line)
-            if written != len(line):
-                raise RunStoreError(f"short write to {self.path / SAMPLES} ({written} of {len(line)} bytes)")
+            for record in records:
+                if record.key in self._done:
+                    raise RunStoreError(f"sample {record.key} is already in {self.path / SAMPLES}")
+                line = (json.dumps(record.to_dict(), ensure_ascii=False) + "\n").encode()
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise RunStoreError(
+                        f"short write to {self.path / SAMPLES} ({written} of {len(line)} bytes)"
+                    )
+                self._done.add(record.key)
             os.fsync(self._fd)
-            self._done.add(record.key)
 
     def close(self) -> None:
         with self._lock:

@@ -119,3 +119,12 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(tmp_path):
         ids = [r.problem_id for r in read_run(store.path)[1]]
     assert before > 0
     assert ids == [str(i) for i in range(before)]  # a prefix, each once
+
+
+def test_append_many_writes_every_record_once_with_one_fsync(tmp_path):
+    with RunStore.open(tmp_path / "run", {"model": "m"}) as store:
+        store.append_many(record(str(i)) for i in range(3))
+        with pytest.raises(RunStoreError, match="already"):
+            store.append_many([record("3"), record("1")])
+    _, records = read_run(tmp_path / "run")
+    assert [r.problem_id for r in records] == ["0", "1", "2", "3"]  # the one before the duplicate is kept
