@@ -13,7 +13,17 @@ from pathlib import Path
 
 from .registry import get_task, groups
 
-FOLDER = Path(__file__).parent / "lm_eval_tasks"
+# In a checkout (or an editable install) the files are tasks/lm_eval_tasks; a wheel installs them as
+# lm_eval/tasks/cortbench beside the cortbench package (pyproject.toml's package-dir).
+_HERE = Path(__file__).parent
+FOLDER = next(
+    (
+        p
+        for p in (_HERE / "lm_eval_tasks", _HERE.parents[1] / "lm_eval" / "tasks" / "cortbench")
+        if p.is_dir()
+    ),
+    _HERE / "lm_eval_tasks",
+)
 GROUP = "cort_math"  # the paper's benchmarks, the group lm-eval users run
 
 TEMPLATE = """\
