@@ -10,19 +10,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..harness.text_calls import tool_calls_from_text
 from .grading import grade
-from .transcript import tool_calls_in
 
 
 def process_results(doc: dict[str, Any], results: list) -> dict[str, Any]:
     transcripts = results[0] if isinstance(results[0], list) else [results[0]]
-    calls = [tool_calls_in(t) for t in transcripts]
+    calls = [tool_calls_from_text(t) for t in transcripts]
     total = sum(len(c) for c in calls)
     return {
         "acc": sum(grade(doc["gt_answer"], t).correct for t in transcripts) / len(transcripts),
         "tool_calls": total / len(transcripts),
         "code_success": [
-            total - sum(call.failed for c in calls for call in c),
+            total - sum(not call.ok for c in calls for call in c),
             total,
         ],  # see code_success_rate
     }

@@ -2,8 +2,9 @@
 samples, other tools' outputs, `cortbench import`): each python block followed by an output block
 is an executed call, failed when its output is one of the interpreter's failure texts.
 
-It lives in the harness because the importers (harness) need it and data flows one way (tasks ->
-harness -> analyzers -> leaderboards); `cortbench.analyzers.transcript` reads the same texts with it.
+It lives in the harness because the importers and `TrajectoryRecord.from_dict` (harness) need it
+and data flows one way (tasks -> harness -> analyzers -> leaderboards); the analyzers and trainers
+read transcripts with it too.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from cortbench.analyzers.behaviours import (
     label_behaviours,
     summarize_behaviours,
 )
-from cortbench.analyzers.transcript import tool_calls_in
 from cortbench.harness.records import InsertedHint, ToolCall, TrajectoryRecord
+from cortbench.harness.text_calls import tool_calls_from_text
 
 LABELS = Path(__file__).parent / "data" / "behaviour_labels.jsonl"
 ROWS = [json.loads(line) for line in LABELS.read_text().splitlines()]
@@ -25,7 +25,7 @@ BY_ID = {r["id"]: r for r in ROWS}
 
 def record_of(row: dict) -> TrajectoryRecord:
     gen = row["generation"]
-    calls = [ToolCall(c.code, c.output, "error" if c.failed else "ok", 0.0) for c in tool_calls_in(gen)]
+    calls = [ToolCall(c.code, c.output, "ok" if c.ok else "error", 0.0) for c in tool_calls_from_text(gen)]
     hints = [InsertedHint(**h) for h in row["hints"]]
     return TrajectoryRecord(
         "labels", row["id"], 0, row["problem"], gen, "stop", tool_calls=calls, hints=hints
@@ -151,7 +151,7 @@ def test_overlapping_spans_count_once():
 def test_detection_is_fast_on_a_long_trajectory():
     rows = [r for r in ROWS if r["split"] == "dev"]
     gen = "".join(r["generation"] + "\n\n" for r in rows)  # ~22 trajectories joined: ~25k characters
-    calls = [ToolCall(c.code, c.output, "ok", 0.0) for c in tool_calls_in(gen)]
+    calls = [ToolCall(c.code, c.output, "ok", 0.0) for c in tool_calls_from_text(gen)]
     rec = TrajectoryRecord("t", "p", 0, "", gen, "stop", tool_calls=calls)
     start = time.perf_counter()
     spans = detect_behaviours(rec)
@@ -207,8 +207,8 @@ def test_both_heuristics_from_one_view_equal_each_on_its_own():
     ]
     records = [record_of(r) for r in ROWS] + [
         TrajectoryRecord("p", r["id"], 0, r["problem"], text, "stop",
-                         tool_calls=[ToolCall(c.code, c.output, "error" if c.failed else "ok", 0.0)
-                                     for c in tool_calls_in(text)])
+                         tool_calls=[ToolCall(c.code, c.output, "ok" if c.ok else "error", 0.0)
+                                     for c in tool_calls_from_text(text)])
         for r in purpose_rows
         for text in [r["context"] + f"```python\n{r['code']}\n```\n```output\n{r['output']}\n```\n"]
     ]  # fmt: skip

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from cortbench.analyzers.grading import Grader
 from cortbench.analyzers.scoring import score_run
-from cortbench.analyzers.transcript import tool_calls_in
 from cortbench.harness.cli import app
 from cortbench.harness.fences import output_block
 from cortbench.harness.importers import (
@@ -208,7 +207,11 @@ def test_tool_calls_are_read_from_the_text_with_failures_flagged():
         ("error", "NameError"),
         ("error", "TimeoutError"),
     ]
-    assert [c.failed for c in tool_calls_in(text)] == [False, True, True]  # the analyzers read the same
+    assert [not c.ok for c in tool_calls_from_text(text)] == [
+        False,
+        True,
+        True,
+    ]  # the analyzers read the same
     assert (
         error_name_in('File "<cell-2>", line 1\n    def f(:\n          ^\nSyntaxError: invalid syntax')
         == "SyntaxError"

@@ -15,8 +15,8 @@ import yaml
 from conftest import cortbench_serve
 
 from cortbench.analyzers.lmeval import code_success_rate, process_results
-from cortbench.analyzers.transcript import tool_calls_in
 from cortbench.harness.fences import output_block
+from cortbench.harness.text_calls import tool_calls_from_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_FILES = ROOT / "tasks" / "lm_eval_tasks"
@@ -149,9 +149,9 @@ async def test_tool_calls_and_failures_are_read_back_from_real_interpreter_outpu
             result = await kernel.run(code, timeout=1)
             transcript += f"Step.\n```python\n{code}\n```\n{output_block(result.output)}"
     transcript += "So \\boxed{42}."
-    calls = tool_calls_in(transcript)
+    calls = tool_calls_from_text(transcript)
     assert [c.code for c in calls] == cells
-    assert [c.failed for c in calls] == [False, True, True, True, False]
+    assert [not c.ok for c in calls] == [False, True, True, True, False]
     scores = process_results({"gt_answer": "42"}, [transcript])
     assert scores == {"acc": 1.0, "tool_calls": 5.0, "code_success": [2, 5]}
     assert process_results({"gt_answer": "41"}, [[transcript, "no code, \\boxed{41}"]]) == {
@@ -185,7 +185,9 @@ def test_lm_eval_cli_runs_cort_math_with_tool_calls(tmp_path, cort_data):
     for sample in samples:
         transcript = sample["filtered_resps"][0]
         assert transcript.startswith("```python\n")  # the full transcript, as the server returned it
-        assert sample["tool_calls"] == len(tool_calls_in(transcript)) == transcript.count("```output\n")
+        assert (
+            sample["tool_calls"] == len(tool_calls_from_text(transcript)) == transcript.count("```output\n")
+        )
     assert sum(s["tool_calls"] for s in samples) > 0, "no tool call was executed"
 
     # the same files imported as a run (docs/import.md): score reads it and agrees with lm-eval's acc

@@ -40,10 +40,10 @@ from cortbench.analyzers.purpose import (
     purpose_rows,
     same,
 )
-from cortbench.analyzers.transcript import tool_calls_in
 from cortbench.harness.backends import BackendError, get_backend
 from cortbench.harness.records import InsertedHint, ToolCall, TrajectoryRecord
 from cortbench.harness.rollout import Completion
+from cortbench.harness.text_calls import tool_calls_from_text
 
 LABELS = Path(__file__).parent / "data" / "purpose_labels.jsonl"
 ROWS = [json.loads(line) for line in LABELS.read_text().splitlines()]
@@ -54,7 +54,7 @@ ISSUE_13 = [r for r in ROWS if r.get("source") == "issue-13"]  # retry chains an
 def record_of(row: dict) -> TrajectoryRecord:
     """The labelled cell as the last executed cell of a record (earlier cells stay in its context)."""
     gen = row["context"] + f"```python\n{row['code']}\n```\n```output\n{row['output']}\n```\n"
-    calls = [ToolCall(c.code, c.output, "error" if c.failed else "ok", 0.0) for c in tool_calls_in(gen)]
+    calls = [ToolCall(c.code, c.output, "ok" if c.ok else "error", 0.0) for c in tool_calls_from_text(gen)]
     return TrajectoryRecord("labels", row["id"], 0, row["problem"], gen, "stop", tool_calls=calls)
 
 

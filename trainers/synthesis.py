@@ -29,12 +29,12 @@ from typing import Any
 from ..analyzers.behaviours import BehaviourSpan, detect_behaviours
 from ..analyzers.purpose import executed_cells
 from ..analyzers.scorers import scorer_of
-from ..analyzers.transcript import tool_calls_in
 from ..harness.hints import FixedHints
-from ..harness.records import InsertedHint, ToolCall, TrajectoryRecord
+from ..harness.records import InsertedHint, TrajectoryRecord
 from ..harness.rollout import Generator, Limits, Rollout, run_rollout
 from ..harness.runner import build_record
 from ..harness.sandbox import Sandbox, SandboxConfig
+from ..harness.text_calls import tool_calls_from_text
 from ..tasks.problems import Problem
 from ..tasks.prompts import COT_INSTRUCTION, DELAYED_CODE_HINT, DISTRUST_HINT
 from ..tasks.spec import CORT_PROTOCOL
@@ -248,9 +248,7 @@ def read_annotated(path: str | Path, render: Callable[[str], str] | None = None)
                 )
             hints.append((offset, hint.get("point") or HINT_POINTS.get(kind or "", "after_output"), text))
         hints.sort()
-        calls = [
-            ToolCall(c.code, c.output, "error" if c.failed else "ok", 0.0) for c in tool_calls_in(generation)
-        ]
+        calls = tool_calls_from_text(generation)
         record = TrajectoryRecord(
             task=str(row.get("task", path.stem)),
             problem_id=str(row.get("problem_id", number - 1)),
