@@ -584,14 +584,15 @@ def _write(
                     report.repeated += 1
                 continue
             good += 1
+            records = []
             for text, reason in zip(item.generations, item.finish_reasons):
                 key = (item.task, item.problem_id)
-                record = record_of(item, next_sample[key], text, reason)
+                records.append(record_of(item, next_sample[key], text, reason))
                 next_sample[key] += 1
-                store.append(record)
-                report.samples[item.task] += 1
-                report.tool_calls += len(record.tool_calls)
-                report.failed_calls += sum(not c.ok for c in record.tool_calls)
+            store.append_many(records)  # one fsync a row: the run is moved into place only when whole
+            report.samples[item.task] += len(records)
+            report.tool_calls += sum(len(r.tool_calls) for r in records)
+            report.failed_calls += sum(not c.ok for r in records for c in r.tool_calls)
         report.rows += good
         report.bad += bad
         if not good:
